@@ -1,0 +1,1 @@
+//! The service binary: settings, telemetry, wiring, CLI.

@@ -1,0 +1,1 @@
+//! HTTP adapter: actix-web handlers, DTOs, problem+json errors, bearer auth, OpenAPI.

@@ -1,0 +1,1 @@
+//! The concurrency lab: experiments, raw baselines, tables, charts.

@@ -1,0 +1,1 @@
+//! MySQL/MariaDB adapter: diesel-async repositories, schema and embedded migrations.

@@ -1,0 +1,15 @@
+//! The one integration test binary (one link, shared helpers). Every test
+//! runs on its own fresh MariaDB database and its own Redis key prefix.
+
+// foundation: MySQL adapter through the domain services
+mod migrations;
+mod payments;
+mod points;
+mod seats;
+
+// Redis and local lock adapters
+mod lock_contract;
+mod lock_seats;
+
+// HTTP API end to end
+mod api;
