@@ -1,1 +1,624 @@
-//! (being written)
+//! Points over MySQL through the domain's `PointService`: the brief's
+//! experiment per strategy, overdraft, concurrent charges, limits,
+//! idempotency, history. Exact outcomes only.
+
+use std::sync::Arc;
+
+use concert_domain::{
+    ChangePoints, ChargeError, ChargePoints, Fence, HistoryEntry, IdempotencyKey, MAX_BALANCE,
+    PointChange, PointKind, Points, Strategy, UsePoints, UsePointsError, UserId, WalletRepository,
+    WriteMode,
+};
+use concert_mysql::{MysqlWallets, admin};
+use concert_tests::clock::ManualClock;
+use concert_tests::db::{Services, TestDb, concurrently};
+
+fn pts(v: u64) -> Points {
+    Points::new(v as i64).unwrap()
+}
+
+fn user(id: u64) -> UserId {
+    UserId::from(id)
+}
+
+fn services(db: &TestDb, strategy: Strategy) -> Arc<Services<ManualClock>> {
+    Arc::new(db.services(strategy, ManualClock::new()))
+}
+
+/// 100 concurrent uses of 500 from one wallet; returns the outcomes.
+async fn use_concurrently(
+    svc: &Arc<Services<ManualClock>>,
+    who: UserId,
+    tasks: usize,
+    amount: u64,
+) -> Vec<Result<u64, UsePointsError>> {
+    concurrently(tasks, |_| {
+        let svc = svc.clone();
+        async move {
+            svc.points
+                .use_points(UsePoints {
+                    user: who,
+                    amount: pts(amount),
+                })
+                .await
+                .map(|b| b.balance)
+        }
+    })
+    .await
+}
+
+async fn balance(svc: &Services<ManualClock>, who: UserId) -> u64 {
+    svc.points.balance(who).await.unwrap().balance
+}
+
+async fn history(svc: &Services<ManualClock>, who: UserId) -> Vec<HistoryEntry> {
+    svc.points.history(who).await.unwrap()
+}
+
+/// The history of `uses` successful uses of `amount` after a start
+/// balance of `start`, newest first, is exactly the serial sequence.
+fn assert_serial_uses(history: &[HistoryEntry], start: u64, amount: u64, uses: u64) {
+    let used: Vec<_> = history
+        .iter()
+        .filter(|e| e.kind == PointKind::Use)
+        .collect();
+    assert_eq!(used.len() as u64, uses);
+    let after: Vec<u64> = used.iter().map(|e| e.balance_after).collect();
+    let expected: Vec<u64> = (1..=uses).rev().map(|k| start - amount * k).collect();
+    assert_eq!(after, expected, "balance_after, newest first");
+    assert!(used.iter().all(|e| e.amount == amount));
+    // ids are newest first, strictly
+    assert!(history.windows(2).all(|w| w[0].id > w[1].id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pessimistic_use_serialises_all_100() {
+    let db = TestDb::new().await;
+    let svc = services(&db, Strategy::Pessimistic);
+    admin::set_balance(&db.db, user(1), 100_000).await.unwrap();
+
+    let outcomes = use_concurrently(&svc, user(1), 100, 500).await;
+
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(balance(&svc, user(1)).await, 50_000);
+    let h = history(&svc, user(1)).await;
+    assert_eq!(h.len(), 101);
+    assert_serial_uses(&h, 100_000, 500, 100);
+    // every success answered a distinct balance, 99500 down to 50000
+    let mut answered: Vec<u64> = outcomes.into_iter().map(Result::unwrap).collect();
+    answered.sort_unstable();
+    assert_eq!(
+        answered,
+        (0..100).map(|k| 50_000 + 500 * k).collect::<Vec<_>>()
+    );
+    // the set-up charge is the oldest entry
+    let first = h.last().unwrap();
+    assert_eq!(
+        (first.kind, first.balance_after),
+        (PointKind::Charge, 100_000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimistic_use_lets_some_win_and_reports_conflicts() {
+    let db = TestDb::new().await;
+    let svc = services(&db, Strategy::Optimistic);
+    admin::set_balance(&db.db, user(1), 100_000).await.unwrap();
+
+    let outcomes = use_concurrently(&svc, user(1), 100, 500).await;
+
+    let s = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
+    assert!(s >= 1);
+    for o in &outcomes {
+        assert!(
+            matches!(o, Ok(_) | Err(UsePointsError::Conflict)),
+            "only typed conflicts may fail: {o:?}"
+        );
+    }
+    assert_eq!(balance(&svc, user(1)).await, 100_000 - 500 * s);
+    let h = history(&svc, user(1)).await;
+    assert_eq!(h.len() as u64, s + 1);
+    assert_serial_uses(&h, 100_000, 500, s);
+    assert_eq!(svc.points.use_stats().attempts(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimistic_retry_and_atomic_use_all_succeed() {
+    for strategy in [Strategy::OptimisticRetry, Strategy::Atomic] {
+        let db = TestDb::new().await;
+        let svc = services(&db, strategy);
+        admin::set_balance(&db.db, user(1), 100_000).await.unwrap();
+
+        let outcomes = use_concurrently(&svc, user(1), 100, 500).await;
+
+        assert!(
+            outcomes.iter().all(Result::is_ok),
+            "{strategy}: {outcomes:?}"
+        );
+        assert_eq!(balance(&svc, user(1)).await, 50_000, "{strategy}");
+        let h = history(&svc, user(1)).await;
+        assert_eq!(h.len(), 101, "{strategy}");
+        assert_serial_uses(&h, 100_000, 500, 100);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overdraft_stops_at_zero() {
+    for strategy in [Strategy::Pessimistic, Strategy::Atomic] {
+        let db = TestDb::new().await;
+        let svc = services(&db, strategy);
+        admin::set_balance(&db.db, user(1), 10_000).await.unwrap();
+
+        let outcomes = use_concurrently(&svc, user(1), 100, 500).await;
+
+        let ok = outcomes.iter().filter(|o| o.is_ok()).count();
+        let refused = outcomes
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Err(UsePointsError::InsufficientPoints {
+                        balance: 0,
+                        needed: 500
+                    })
+                )
+            })
+            .count();
+        assert_eq!((ok, refused), (20, 80), "{strategy}: {outcomes:?}");
+        assert_eq!(balance(&svc, user(1)).await, 0, "{strategy}");
+        let h = history(&svc, user(1)).await;
+        assert_serial_uses(&h, 10_000, 500, 20);
+    }
+}
+
+async fn charge_concurrently(
+    svc: &Arc<Services<ManualClock>>,
+    who: UserId,
+    tasks: usize,
+    amount: u64,
+    key: Option<&str>,
+) -> Vec<Result<u64, ChargeError>> {
+    let key = key.map(|k| IdempotencyKey::new(k).unwrap());
+    concurrently(tasks, |_| {
+        let svc = svc.clone();
+        let key = key.clone();
+        async move {
+            svc.points
+                .charge(ChargePoints {
+                    user: who,
+                    amount: pts(amount),
+                    idempotency: key,
+                })
+                .await
+                .map(|b| b.balance)
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimistic_charges_keep_every_success_and_nothing_else() {
+    let db = TestDb::new().await;
+    let svc = services(&db, Strategy::Optimistic);
+    admin::set_balance(&db.db, user(1), 100_000).await.unwrap();
+
+    let outcomes = charge_concurrently(&svc, user(1), 100, 1_000, None).await;
+
+    let s = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
+    assert!(s >= 1);
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(_) | Err(ChargeError::Conflict))),
+        "{outcomes:?}"
+    );
+    assert_eq!(balance(&svc, user(1)).await, 100_000 + 1_000 * s);
+    let charges = history(&svc, user(1))
+        .await
+        .iter()
+        .filter(|e| e.kind == PointKind::Charge)
+        .count() as u64;
+    assert_eq!(charges, s + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pessimistic_and_atomic_charges_all_succeed() {
+    for strategy in [Strategy::Pessimistic, Strategy::Atomic] {
+        let db = TestDb::new().await;
+        let svc = services(&db, strategy);
+        admin::set_balance(&db.db, user(1), 100_000).await.unwrap();
+
+        let outcomes = charge_concurrently(&svc, user(1), 100, 1_000, None).await;
+
+        assert!(
+            outcomes.iter().all(Result::is_ok),
+            "{strategy}: {outcomes:?}"
+        );
+        assert_eq!(balance(&svc, user(1)).await, 200_000, "{strategy}");
+        let h = history(&svc, user(1)).await;
+        assert_eq!(h.len(), 101);
+        let after: Vec<u64> = h.iter().map(|e| e.balance_after).collect();
+        let expected: Vec<u64> = (0..=100).rev().map(|k| 100_000 + 1_000 * k).collect();
+        assert_eq!(after, expected, "{strategy}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_charges_of_a_new_user_create_one_wallet() {
+    for strategy in [
+        Strategy::Pessimistic,
+        Strategy::Atomic,
+        Strategy::OptimisticRetry,
+    ] {
+        let db = TestDb::new().await;
+        let svc = services(&db, strategy);
+
+        let outcomes = charge_concurrently(&svc, user(9), 50, 1_000, None).await;
+
+        assert!(
+            outcomes.iter().all(Result::is_ok),
+            "{strategy}: {outcomes:?}"
+        );
+        assert_eq!(balance(&svc, user(9)).await, 50_000, "{strategy}");
+        assert_eq!(history(&svc, user(9)).await.len(), 50, "{strategy}");
+    }
+}
+
+#[tokio::test]
+async fn charge_never_exceeds_the_maximum_balance() {
+    for strategy in [
+        Strategy::Optimistic,
+        Strategy::Pessimistic,
+        Strategy::Atomic,
+    ] {
+        let db = TestDb::new().await;
+        let svc = services(&db, strategy);
+        admin::set_balance(&db.db, user(1), MAX_BALANCE - 500)
+            .await
+            .unwrap();
+        let charge = |amount| ChargePoints {
+            user: user(1),
+            amount: pts(amount),
+            idempotency: None,
+        };
+
+        let err = svc.points.charge(charge(501)).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ChargeError::BalanceLimit {
+                    balance,
+                    amount: 501,
+                    max: MAX_BALANCE
+                } if balance == MAX_BALANCE - 500
+            ),
+            "{strategy}: {err:?}"
+        );
+        assert_eq!(history(&svc, user(1)).await.len(), 1, "nothing written");
+
+        let ok = svc.points.charge(charge(500)).await.unwrap();
+        assert_eq!(ok.balance, MAX_BALANCE, "{strategy}");
+        assert_eq!(balance(&svc, user(1)).await, MAX_BALANCE);
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_charge_key_changes_nothing() {
+    for strategy in [
+        Strategy::Optimistic,
+        Strategy::Pessimistic,
+        Strategy::Atomic,
+    ] {
+        let db = TestDb::new().await;
+        let svc = services(&db, strategy);
+        let charge = |who, key: &str| ChargePoints {
+            user: user(who),
+            amount: pts(1_000),
+            idempotency: Some(IdempotencyKey::new(key).unwrap()),
+        };
+
+        let first = svc.points.charge(charge(1, "order-1")).await.unwrap();
+        assert_eq!(first.balance, 1_000);
+        let again = svc.points.charge(charge(1, "order-1")).await.unwrap();
+        assert_eq!(again, first, "{strategy}");
+        assert_eq!(balance(&svc, user(1)).await, 1_000);
+        assert_eq!(history(&svc, user(1)).await.len(), 1);
+
+        // keys are per user and case-sensitive
+        assert_eq!(
+            svc.points
+                .charge(charge(2, "order-1"))
+                .await
+                .unwrap()
+                .balance,
+            1_000
+        );
+        assert_eq!(
+            svc.points
+                .charge(charge(1, "ORDER-1"))
+                .await
+                .unwrap()
+                .balance,
+            2_000
+        );
+        // a later charge answers the balance of its own time
+        assert_eq!(
+            svc.points
+                .charge(charge(1, "order-2"))
+                .await
+                .unwrap()
+                .balance,
+            3_000
+        );
+        assert_eq!(
+            svc.points
+                .charge(charge(1, "order-1"))
+                .await
+                .unwrap()
+                .balance,
+            1_000
+        );
+        assert_eq!(balance(&svc, user(1)).await, 3_000);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_repeats_of_a_charge_key_charge_once() {
+    for strategy in [
+        Strategy::Optimistic,
+        Strategy::Pessimistic,
+        Strategy::Atomic,
+    ] {
+        let db = TestDb::new().await;
+        let svc = services(&db, strategy);
+        admin::set_balance(&db.db, user(1), 5_000).await.unwrap();
+
+        let outcomes = charge_concurrently(&svc, user(1), 20, 1_000, Some("double-click")).await;
+
+        assert!(
+            outcomes.iter().all(|o| matches!(o, Ok(6_000))),
+            "{strategy}: {outcomes:?}"
+        );
+        assert_eq!(balance(&svc, user(1)).await, 6_000);
+        assert_eq!(history(&svc, user(1)).await.len(), 2);
+
+        // the same for a user whose wallet the first charge creates
+        let outcomes = charge_concurrently(&svc, user(2), 20, 1_000, Some("double-click")).await;
+        assert!(
+            outcomes.iter().all(|o| matches!(o, Ok(1_000))),
+            "{strategy}: {outcomes:?}"
+        );
+        assert_eq!(balance(&svc, user(2)).await, 1_000);
+        assert_eq!(history(&svc, user(2)).await.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_user_never_charged_has_nothing() {
+    for strategy in [
+        Strategy::Optimistic,
+        Strategy::Pessimistic,
+        Strategy::Atomic,
+    ] {
+        let db = TestDb::new().await;
+        let svc = services(&db, strategy);
+        assert_eq!(balance(&svc, user(7)).await, 0);
+        assert!(history(&svc, user(7)).await.is_empty());
+        let err = svc
+            .points
+            .use_points(UsePoints {
+                user: user(7),
+                amount: pts(500),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                UsePointsError::InsufficientPoints {
+                    balance: 0,
+                    needed: 500
+                }
+            ),
+            "{strategy}: {err:?}"
+        );
+        assert_eq!(balance(&svc, user(7)).await, 0);
+        assert!(history(&svc, user(7)).await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn history_is_newest_first_and_consistent() {
+    let db = TestDb::new().await;
+    let clock = ManualClock::new();
+    let svc = db.services_with(
+        Strategy::Pessimistic,
+        Strategy::Optimistic,
+        Strategy::Pessimistic,
+        clock.clone(),
+    );
+    let start = concert_domain::Clock::now(&clock);
+    svc.points
+        .charge(ChargePoints {
+            user: user(1),
+            amount: pts(1_000),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(60));
+    svc.points
+        .use_points(UsePoints {
+            user: user(1),
+            amount: pts(300),
+        })
+        .await
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(60));
+    svc.points
+        .charge(ChargePoints {
+            user: user(1),
+            amount: pts(200),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+
+    let h = svc.points.history(user(1)).await.unwrap();
+    let lines: Vec<_> = h
+        .iter()
+        .map(|e| (e.kind, e.amount, e.balance_after))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (PointKind::Charge, 200, 900),
+            (PointKind::Use, 300, 700),
+            (PointKind::Charge, 1_000, 1_000),
+        ]
+    );
+    let minutes: Vec<i64> = h
+        .iter()
+        .map(|e| (e.created_at - start).num_minutes())
+        .collect();
+    assert_eq!(minutes, [2, 1, 0], "created_at is the service clock's time");
+    assert_eq!(svc.points.balance(user(1)).await.unwrap().balance, 900);
+}
+
+#[tokio::test]
+async fn a_stale_or_lost_fence_writes_nothing() {
+    let db = TestDb::new().await;
+    let wallets = MysqlWallets::new(db.db.clone());
+    admin::set_balance(&db.db, user(1), 10_000).await.unwrap();
+    admin::set_wallet_fence_token(&db.db, user(1), 10)
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let change = |change, fence: Fence| ChangePoints {
+        user: user(1),
+        change,
+        now,
+        fence: Some(fence),
+        idempotency: None,
+    };
+
+    for mode in [
+        WriteMode::Optimistic,
+        WriteMode::Pessimistic,
+        WriteMode::Atomic,
+    ] {
+        let stale = wallets
+            .spend(change(PointChange::Use(pts(500)), Fence::new(9)), mode)
+            .await;
+        assert!(
+            matches!(stale, Err(UsePointsError::LockLost)),
+            "{mode:?}: {stale:?}"
+        );
+        let stale = wallets
+            .charge(change(PointChange::Charge(pts(500)), Fence::new(9)), mode)
+            .await;
+        assert!(
+            matches!(stale, Err(ChargeError::LockLost)),
+            "{mode:?}: {stale:?}"
+        );
+        let lost = Fence::new(50);
+        lost.mark_lost();
+        let lost = wallets
+            .spend(change(PointChange::Use(pts(500)), lost), mode)
+            .await;
+        assert!(
+            matches!(lost, Err(UsePointsError::LockLost)),
+            "{mode:?}: {lost:?}"
+        );
+    }
+    assert_eq!(wallets.wallet(user(1)).await.unwrap().balance, 10_000);
+    assert_eq!(admin::history_count(&db.db, user(1)).await.unwrap(), 1);
+    assert_eq!(
+        admin::wallet_fence_token(&db.db, user(1)).await.unwrap(),
+        10
+    );
+
+    // equal and newer tokens write, and the newest is recorded
+    let ok = wallets
+        .spend(
+            change(PointChange::Use(pts(500)), Fence::new(10)),
+            WriteMode::Optimistic,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.balance, 9_500);
+    let ok = wallets
+        .spend(
+            change(PointChange::Use(pts(500)), Fence::new(12)),
+            WriteMode::Atomic,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.balance, 9_000);
+    assert_eq!(
+        admin::wallet_fence_token(&db.db, user(1)).await.unwrap(),
+        12
+    );
+    // a write without a fence leaves the token alone
+    wallets
+        .spend(
+            ChangePoints {
+                fence: None,
+                ..change(PointChange::Use(pts(500)), Fence::new(0))
+            },
+            WriteMode::Pessimistic,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        admin::wallet_fence_token(&db.db, user(1)).await.unwrap(),
+        12
+    );
+}
+
+#[tokio::test]
+async fn a_killed_connection_is_unavailable_once_then_replaced() {
+    let db = TestDb::new().await;
+    let svc = services(&db, Strategy::Pessimistic);
+    admin::set_balance(&db.db, user(1), 1_000).await.unwrap();
+    // warm the pool: several connections open and idle
+    let warm = concurrently(4, |_| {
+        let svc = svc.clone();
+        async move { svc.points.balance(user(1)).await.map(|b| b.balance) }
+    })
+    .await;
+    assert!(warm.iter().all(|b| matches!(b, Ok(1_000))));
+
+    let killed = admin::kill_other_connections(&db.db).await.unwrap();
+    assert!(killed >= 1);
+
+    // Each dead pooled connection fails one request as Unavailable (never a
+    // panic, never Unknown) and is discarded; fresh ones take over.
+    let mut unavailable = 0;
+    let mut succeeded = 0;
+    for _ in 0..20 {
+        match svc
+            .points
+            .use_points(UsePoints {
+                user: user(1),
+                amount: pts(10),
+            })
+            .await
+        {
+            Ok(_) => succeeded += 1,
+            Err(UsePointsError::Unavailable(_)) => unavailable += 1,
+            Err(other) => panic!("a lost connection must be Unavailable: {other:?}"),
+        }
+    }
+    assert!(
+        (1..=killed as usize).contains(&unavailable),
+        "{unavailable} failures for {killed} killed connections"
+    );
+    assert_eq!(unavailable + succeeded, 20);
+    assert_eq!(balance(&svc, user(1)).await, 1_000 - 10 * succeeded as u64);
+    assert_eq!(
+        admin::history_count(&db.db, user(1)).await.unwrap(),
+        1 + succeeded as u64
+    );
+    db.db.ping().await.unwrap();
+}

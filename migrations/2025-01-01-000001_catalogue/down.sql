@@ -1,0 +1,3 @@
+DROP TABLE IF EXISTS seats;
+DROP TABLE IF EXISTS schedules;
+DROP TABLE IF EXISTS concerts;
