@@ -1,1 +1,64 @@
-//! (being written)
+//! A fresh Redis key prefix per test, and the lock adapters on it.
+
+use concert_domain::LockKind;
+use concert_redis_lock::{RedisLock, RedisLockSettings, RedisLocks};
+
+/// `REDIS_URL`, or the local default.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A key prefix no other test uses.
+pub fn test_prefix() -> String {
+    format!("test:{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The Redis lock adapters of one test, on its own key prefix. Every key
+/// under the prefix is deleted when it is dropped.
+pub struct TestRedis {
+    pub url: String,
+    pub prefix: String,
+    pub locks: RedisLocks,
+}
+
+impl TestRedis {
+    /// Connects with the default settings on a fresh prefix.
+    pub async fn new() -> Self {
+        Self::with_settings(RedisLockSettings::default()).await
+    }
+
+    pub async fn with_settings(settings: RedisLockSettings) -> Self {
+        let url = redis_url();
+        let prefix = test_prefix();
+        let locks = RedisLocks::connect_with(&url, &prefix, settings)
+            .await
+            .unwrap_or_else(|e| panic!("Redis at {url} must be running for this test: {e:#}"));
+        Self { url, prefix, locks }
+    }
+
+    pub fn lock(&self, kind: LockKind) -> RedisLock {
+        self.locks.lock(kind)
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        // Runs on its own thread and runtime: Drop cannot await, and the
+        // test's runtime may be shutting down.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    let settings = RedisLockSettings::default();
+                    if let Ok(locks) = RedisLocks::connect_lazy(&url, &prefix, settings).await {
+                        let _ = locks.purge().await;
+                    }
+                });
+            }
+        });
+        let _ = cleanup.join();
+    }
+}
