@@ -1,0 +1,41 @@
+# Two commands on a fresh machine:
+#   make run    start MariaDB + Redis if needed, migrate, seed, serve the demo
+#   make test   start MariaDB + Redis if needed, run every test
+SHELL := bash
+CARGO ?= cargo
+
+.PHONY: help services test run lab fmt lint build release
+
+help:
+	@echo "make run       serve the demo on http://127.0.0.1:8080 (MariaDB + Redis started if needed)"
+	@echo "make test      run the whole test suite on real MariaDB + Redis"
+	@echo "make lab       run the concurrency lab (release build), results in target/lab/"
+	@echo "make services  make DATABASE_URL and REDIS_URL answer (reuse, start or install)"
+	@echo "make fmt       format the code"
+	@echo "make lint      rustfmt check + clippy -D warnings"
+
+services:
+	@bash docker/services.sh
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+release:
+	$(CARGO) build --release -p concert-app
+
+test: services
+	$(CARGO) test --workspace --no-fail-fast
+
+run: services release
+	@bash docker/run.sh
+
+lab: services
+	$(CARGO) build --release -p concert-lab
+	./target/release/lab $(LAB_ARGS)
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
