@@ -71,6 +71,8 @@ pub struct TestApp {
     pub db: TestDb,
     /// The app's Redis key prefix.
     pub redis_prefix: String,
+    /// The HS256 secret the app verifies tokens with.
+    pub jwt_secret: String,
     auth: Auth,
     server: JoinHandle<()>,
 }
@@ -125,6 +127,7 @@ pub async fn spawn_app_with(config: AppConfig) -> TestApp {
         db,
         redis_prefix,
         auth: Auth::new(secret.as_bytes()),
+        jwt_secret: secret,
         server,
     }
 }

@@ -13,3 +13,6 @@ mod lock_seats;
 
 // HTTP API end to end
 mod api;
+
+// the concurrency lab, small
+mod lab;
