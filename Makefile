@@ -20,8 +20,10 @@ services:
 build:
 	$(CARGO) build --workspace --all-targets
 
+# app and lab are built together so their dependencies are compiled once
+# with the same features (make run, then make lab, reuses the build).
 release:
-	$(CARGO) build --release -p concert-app
+	$(CARGO) build --release -p concert-app -p concert-lab
 
 test: services
 	$(CARGO) test --workspace --no-fail-fast
@@ -29,8 +31,7 @@ test: services
 run: services release
 	@bash docker/run.sh
 
-lab: services
-	$(CARGO) build --release -p concert-lab
+lab: services release
 	./target/release/lab $(LAB_ARGS)
 
 fmt:

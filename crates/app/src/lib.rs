@@ -10,12 +10,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use async_trait::async_trait;
 use concert_domain::{
-    CatalogueService, Clock, Control, DistributedLock, LockKind, LockOptions, PaymentService,
-    PointService, ReservationService, Strategy,
+    CatalogueService, Clock, Control, DistributedLock, LockError, LockKind, LockOptions,
+    PaymentService, PointService, ReservationService, Strategy,
 };
 use concert_http::{AppState, Auth, Readiness};
 use concert_mysql::{Db, MysqlCatalogue, MysqlPayments, MysqlSeats, MysqlWallets, PoolOptions};
-use concert_redis_lock::{LocalLock, RedisLocks, SystemClock};
+use concert_redis_lock::{LocalLock, Queued, RedisLockSettings, RedisLocks, SystemClock};
 
 pub use settings::{Secret, Settings};
 
@@ -24,28 +24,46 @@ pub use settings::{Secret, Settings};
 pub struct Locks {
     local: Arc<LocalLock>,
     redis: Option<RedisLocks>,
+    /// Queue this process's requests per key in memory before Redis.
+    queue: Option<LocalLock>,
 }
 
 impl Locks {
-    pub fn new(local: Arc<LocalLock>, redis: Option<RedisLocks>) -> Locks {
-        Locks { local, redis }
+    pub fn new(local: Arc<LocalLock>, redis: Option<RedisLocks>, local_queue: bool) -> Locks {
+        Locks {
+            local,
+            redis,
+            queue: local_queue.then(LocalLock::new),
+        }
     }
 
-    /// Connects to Redis only when some strategy needs it.
+    /// Connects to Redis only when some strategy needs it. Redis being down
+    /// at start does not stop the service: it starts, answers 503 for the
+    /// operations that need Redis and `/health/ready` reports it, until
+    /// Redis answers (like MySQL). An invalid URL stops start-up.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Locks> {
         let redis = if settings.needs_redis() {
-            Some(
-                RedisLocks::connect(&settings.redis_url, &settings.redis_prefix)
-                    .await
-                    .with_context(|| format!("connecting to Redis at {}", settings.redis_url))?,
-            )
+            let (url, prefix) = (&settings.redis_url, &settings.redis_prefix);
+            Some(match RedisLocks::connect(url, prefix).await {
+                Ok(locks) => locks,
+                Err(LockError::Unavailable(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), %url, "Redis does not answer yet; starting anyway");
+                    RedisLocks::connect_lazy(url, prefix, RedisLockSettings::default())
+                        .await
+                        .with_context(|| format!("configuring Redis at {url}"))?
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("connecting to Redis at {url}"));
+                }
+            })
         } else {
             None
         };
-        Ok(Locks {
-            local: Arc::new(LocalLock::new()),
+        Ok(Locks::new(
+            Arc::new(LocalLock::new()),
             redis,
-        })
+            settings.lock_local_queue,
+        ))
     }
 
     pub fn redis(&self) -> Option<&RedisLocks> {
@@ -64,12 +82,21 @@ impl Locks {
         let lock: Arc<dyn DistributedLock> = match strategy.lock_kind() {
             None => return Ok(None),
             Some(LockKind::Local) => self.local.clone(),
-            Some(kind) => Arc::new(
-                self.redis
+            Some(kind) => {
+                let redis = self
+                    .redis
                     .as_ref()
                     .context("a Redis strategy is configured but Redis is not connected")?
-                    .lock(kind),
-            ),
+                    .lock(kind);
+                // `redis-simple` fails at once when the key is taken, so it
+                // has no waiters to queue.
+                match &self.queue {
+                    Some(queue) if kind != LockKind::RedisSimple => {
+                        Arc::new(Queued::new(queue.clone(), redis))
+                    }
+                    _ => Arc::new(redis),
+                }
+            }
         };
         Ok(Some(lock))
     }

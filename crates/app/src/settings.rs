@@ -68,6 +68,9 @@ pub struct Settings {
     pub lock_lease: Duration,
     /// `APP_LOCK_WAIT_MS`: lock wait budget, past which `lock-timeout` answers.
     pub lock_wait: Duration,
+    /// `APP_LOCK_LOCAL_QUEUE`: queue a process's own requests for a key
+    /// in memory, so only one of them at a time contends in Redis.
+    pub lock_local_queue: bool,
 }
 
 impl Settings {
@@ -108,6 +111,7 @@ impl Settings {
             db_wait: Duration::from_millis(parse(&get, "APP_DB_WAIT_MS", 10_000)?),
             lock_lease: Duration::from_millis(parse(&get, "APP_LOCK_LEASE_MS", 10_000)?),
             lock_wait: Duration::from_millis(parse(&get, "APP_LOCK_WAIT_MS", 5_000)?),
+            lock_local_queue: parse(&get, "APP_LOCK_LOCAL_QUEUE", true)?,
         };
         if settings.hold.is_zero() {
             bail!("APP_HOLD_SECONDS must be at least 1");
@@ -175,6 +179,7 @@ mod tests {
         assert_eq!(s.use_strategy, Strategy::Pessimistic);
         assert!(s.jwt_secret_is_default);
         assert!(s.needs_redis());
+        assert!(s.lock_local_queue);
     }
 
     #[test]
@@ -213,5 +218,11 @@ mod tests {
         assert!(format!("{err:#}").contains("APP_PORT"));
         assert!(from(&[("APP_HOLD_SECONDS", "0")]).is_err());
         assert!(from(&[("APP_WORKERS", "0")]).is_err());
+        assert!(from(&[("APP_LOCK_LOCAL_QUEUE", "maybe")]).is_err());
+        assert!(
+            !from(&[("APP_LOCK_LOCAL_QUEUE", "false")])
+                .unwrap()
+                .lock_local_queue
+        );
     }
 }

@@ -73,6 +73,9 @@ pub struct LabConfig {
     pub redis_url: String,
     pub db_pool_size: usize,
     pub progress: bool,
+    /// Redis strategies queue per key in-process first (as the app does by
+    /// default); `--no-local-queue` measures the bare Redis locks.
+    pub local_queue: bool,
 }
 
 impl Default for LabConfig {
@@ -95,6 +98,7 @@ impl Default for LabConfig {
             redis_url: "redis://127.0.0.1:6379".into(),
             db_pool_size: 32,
             progress: true,
+            local_queue: true,
         }
     }
 }
@@ -117,6 +121,7 @@ options:
   --pool N            MySQL pool size (default 32)
   --out DIR           output directory (default target/lab)
   --no-progress       no progress line
+  --no-local-queue    Redis locks without the in-process queue per key
 DATABASE_URL and REDIS_URL (environment or .env) name the servers; the lab
 creates its own database next to DATABASE_URL's and drops it afterwards.";
 
@@ -156,6 +161,7 @@ impl LabConfig {
                 "--pool" => c.db_pool_size = number(flag, &value()?)?,
                 "--out" => c.out_dir = PathBuf::from(value()?),
                 "--no-progress" => c.progress = false,
+                "--no-local-queue" => c.local_queue = false,
                 other => bail!("unknown option {other:?}\n\n{USAGE}"),
             }
         }

@@ -40,7 +40,7 @@ impl LabEnv {
             .await
             .with_context(|| format!("connecting to Redis at {}", settings.redis_url))?;
         let local = Arc::new(LocalLock::new());
-        let locks = Locks::new(local.clone(), Some(redis.clone()));
+        let locks = Locks::new(local.clone(), Some(redis.clone()), config.local_queue);
         Ok(LabEnv {
             db,
             database_url,

@@ -105,12 +105,14 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
         }
     }
 
+    // Repetitions are interleaved (every row once, then every row again...)
+    // so that a drift in the machine's speed (disk flush latency, a noisy
+    // neighbour) spreads over all rows instead of skewing some of them.
     let mut progress = Progress::new(plan.len() * config.reps, config.progress);
-    let mut rows = Vec::with_capacity(plan.len());
+    let mut reps: Vec<Vec<Rep>> = vec![Vec::with_capacity(config.reps); plan.len()];
     let mut next_id = 1_000_000u64;
-    for (scenario, subject, target) in plan {
-        let mut reps = Vec::with_capacity(config.reps);
-        for rep in 0..config.reps {
+    for rep in 0..config.reps {
+        for (row, (scenario, subject, target)) in plan.iter().copied().enumerate() {
             progress.step(&format!(
                 "{} {} {} #{}",
                 scenario.as_str(),
@@ -138,16 +140,22 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
                     rep + 1
                 )
             })?;
-            reps.push(measured);
+            reps[row].push(measured);
         }
-        rows.push(Row::summarise(
-            scenario.as_str(),
-            subject.name(),
-            subject.layer(),
-            target,
-            reps,
-        ));
     }
+    let rows = plan
+        .into_iter()
+        .zip(reps)
+        .map(|((scenario, subject, target), reps)| {
+            Row::summarise(
+                scenario.as_str(),
+                subject.name(),
+                subject.layer(),
+                target,
+                reps,
+            )
+        })
+        .collect();
     Ok(rows)
 }
 

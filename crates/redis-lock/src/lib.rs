@@ -6,6 +6,8 @@
 //!   pool, one subscriber connection per process, and one set of counters.
 //! - [`LocalLock`]: the same contract inside one process, for a single
 //!   instance without Redis (`local`).
+//! - [`Queued`]: a process-local queue in front of a shared lock, so that
+//!   only one request per process and key contends in Redis.
 //!
 //! Every adapter guarantees: mutual exclusion per key while the lease lasts;
 //! a random owner token per acquisition, and a release that never deletes
@@ -25,6 +27,7 @@ pub mod clock;
 mod keys;
 mod lease;
 mod local;
+mod queued;
 mod redis_lock;
 mod stats;
 mod waiters;
@@ -32,6 +35,7 @@ mod waiters;
 pub use backoff::SpinBackoff;
 pub use clock::SystemClock;
 pub use local::LocalLock;
+pub use queued::Queued;
 pub use redis_lock::{RedisLock, RedisLockSettings, RedisLocks};
 pub use stats::LockStats;
 pub use waiters::WakePolicy;

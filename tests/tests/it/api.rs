@@ -574,6 +574,30 @@ async fn redis_down_is_503_unavailable() {
     assert_eq!(seat_status(&app, schedule, 2).await, "AVAILABLE");
 }
 
+/// An instance whose Redis is down at start still starts: it serves what
+/// needs only MySQL, answers 503 for what needs the lock, and reports not
+/// ready, instead of refusing to boot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_while_redis_is_down_and_reports_not_ready() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let app = spawn_app_with(AppConfig {
+        redis_url: format!("redis://127.0.0.1:{port}"),
+        ..AppConfig::seats("redis-spin")
+    })
+    .await;
+    let (_, schedule) = app.seed_schedule(500).await;
+    assert_eq!(
+        problem(app.reserve(1, schedule, 3).await).await,
+        (503, "unavailable".into())
+    );
+    let ready = app.get("/health/ready").send().await.unwrap();
+    assert_eq!(problem(ready).await, (503, "unavailable".into()));
+    assert_eq!(seat_status(&app, schedule, 3).await, "AVAILABLE");
+    assert_eq!(seats(&app, schedule, "").await.len(), 50);
+}
+
 // ---- contention ---------------------------------------------------------------
 
 /// 200 users reserve one seat at once: exactly one 201, every other answer

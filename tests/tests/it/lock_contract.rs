@@ -9,7 +9,7 @@ use std::time::Duration;
 use concert_domain::{
     DistributedLock, Fence, LockError, LockGuard, LockKey, LockKind, LockOptions,
 };
-use concert_redis_lock::{LocalLock, LockStats, RedisLockSettings, RedisLocks};
+use concert_redis_lock::{LocalLock, LockStats, Queued, RedisLockSettings, RedisLocks};
 use concert_tests::redis::{TestRedis, redis_url, test_prefix};
 use tokio::time::{Instant, timeout};
 
@@ -390,6 +390,22 @@ async fn redis(kind: LockKind) -> (Adapter<concert_redis_lock::RedisLock>, TestR
     (adapter, redis)
 }
 
+/// The pub/sub lock behind an in-process queue per key, as the app wires
+/// the Redis strategies by default.
+async fn queued() -> (Adapter<Queued<concert_redis_lock::RedisLock>>, TestRedis) {
+    let redis = TestRedis::new().await;
+    let locks = redis.locks.clone();
+    let adapter = Adapter {
+        lock: Arc::new(Queued::new(
+            LocalLock::new(),
+            redis.lock(LockKind::RedisPubSub),
+        )),
+        waits: true,
+        stats: Arc::new(move || locks.stats()),
+    };
+    (adapter, redis)
+}
+
 /// One test per adapter for a contract.
 macro_rules! contract {
     ($contract:ident: $($adapter:ident),+) => {
@@ -401,6 +417,15 @@ macro_rules! contract {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn local() {
             tokio::time::timeout(super::LIMIT, super::$contract(super::local()))
+                .await
+                .expect("contract timed out");
+        }
+    };
+    (@one $contract:ident queued) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn queued() {
+            let (adapter, _redis) = super::queued().await;
+            tokio::time::timeout(super::LIMIT, super::$contract(adapter))
                 .await
                 .expect("contract timed out");
         }
@@ -417,16 +442,16 @@ macro_rules! contract {
     };
 }
 
-contract!(mutual_exclusion: local, RedisSimple, RedisSpin, RedisPubSub);
-contract!(release_by_non_owner: local, RedisSimple, RedisSpin, RedisPubSub);
-contract!(crashed_holder_expires: local, RedisSimple, RedisSpin, RedisPubSub);
-contract!(watchdog_keeps_a_long_section_exclusive: local, RedisSimple, RedisSpin, RedisPubSub);
-contract!(an_outlived_lease_is_flagged_lost: local, RedisSimple, RedisSpin, RedisPubSub);
-contract!(wait_budget_is_honoured: local, RedisSimple, RedisSpin, RedisPubSub);
-contract!(fencing_tokens_increase: local, RedisSimple, RedisSpin, RedisPubSub);
-contract!(dropped_guards_and_cancelled_waiters: local, RedisSimple, RedisSpin, RedisPubSub);
+contract!(mutual_exclusion: local, RedisSimple, RedisSpin, RedisPubSub, queued);
+contract!(release_by_non_owner: local, RedisSimple, RedisSpin, RedisPubSub, queued);
+contract!(crashed_holder_expires: local, RedisSimple, RedisSpin, RedisPubSub, queued);
+contract!(watchdog_keeps_a_long_section_exclusive: local, RedisSimple, RedisSpin, RedisPubSub, queued);
+contract!(an_outlived_lease_is_flagged_lost: local, RedisSimple, RedisSpin, RedisPubSub, queued);
+contract!(wait_budget_is_honoured: local, RedisSimple, RedisSpin, RedisPubSub, queued);
+contract!(fencing_tokens_increase: local, RedisSimple, RedisSpin, RedisPubSub, queued);
+contract!(dropped_guards_and_cancelled_waiters: local, RedisSimple, RedisSpin, RedisPubSub, queued);
 contract!(wake_one: local, RedisPubSub);
-contract!(extreme_options_are_accepted: local, RedisSimple, RedisSpin, RedisPubSub);
+contract!(extreme_options_are_accepted: local, RedisSimple, RedisSpin, RedisPubSub, queued);
 
 // ------------------------------------------------------- Redis specifics
 
@@ -570,4 +595,36 @@ async fn invalid_configuration_is_refused_at_connect() {
         RedisLocks::connect(&redis_url(), "bad{prefix").await,
         Err(LockError::Unknown(_))
     ));
+}
+
+/// Behind the in-process queue, 100 requests of one process for one key
+/// reach Redis one at a time: about one Redis attempt each, never the
+/// failed attempt + wake + retry of the bare pub/sub lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_queue_sends_one_request_at_a_time_to_redis() {
+    let (a, _redis) = queued().await;
+    let key = LockKey::new("seat:3:1");
+    let counter = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (lock, key, counter) = (a.lock.clone(), key.clone(), counter.clone());
+            tokio::spawn(async move {
+                let guard = lock
+                    .acquire(&key, opts(10_000, 30_000, true))
+                    .await
+                    .unwrap();
+                let seen = counter.load(Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                counter.store(seen + 1, Ordering::SeqCst);
+                lock.release(guard).await.unwrap();
+            })
+        })
+        .collect();
+    for task in tasks {
+        timeout(LIMIT, task).await.unwrap().unwrap();
+    }
+    assert_eq!(counter.load(Ordering::SeqCst), 100);
+    let stats = (a.stats)();
+    assert_eq!(stats.attempts, 100, "{stats:?}");
+    assert_eq!(stats.waits, 0, "{stats:?}");
 }
