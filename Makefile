@@ -25,8 +25,13 @@ build:
 release:
 	$(CARGO) build --release -p concert-app -p concert-lab
 
+# Runs every test; the last line sums up all test binaries ("N passed, N failed").
 test: services
-	$(CARGO) test --workspace --no-fail-fast
+	@mkdir -p target
+	@set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.log; \
+	status=$$?; \
+	awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' target/test-output.log; \
+	exit $$status
 
 run: services release
 	@bash docker/run.sh
