@@ -274,6 +274,7 @@ impl Application {
         if let Some(sweeper) = self.sweeper {
             sweeper.abort();
         }
+        tracing::info!("stopped: in-flight requests finished, their locks released");
         result.context("HTTP server failed")
     }
 }

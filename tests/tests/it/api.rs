@@ -3,7 +3,6 @@
 //! contract is produced here at least once.
 
 use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,35 +12,9 @@ use concert_domain::{
 use concert_tests::app::{
     AppConfig, TcpProxy, TestApp, json_ok, problem, redis_url, spawn_app, spawn_app_with,
 };
+use concert_tests::db::concurrently;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::sync::Barrier;
-
-/// Runs `n` copies of `task(i)` at once (they start together) and returns
-/// their outputs in order.
-async fn concurrently<T, F, Fut>(n: usize, task: F) -> Vec<T>
-where
-    T: Send + 'static,
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = T> + Send + 'static,
-{
-    let barrier = Arc::new(Barrier::new(n));
-    let handles: Vec<_> = (0..n)
-        .map(|i| {
-            let barrier = barrier.clone();
-            let work = task(i);
-            tokio::spawn(async move {
-                barrier.wait().await;
-                work.await
-            })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(n);
-    for handle in handles {
-        out.push(handle.await.expect("task panicked"));
-    }
-    out
-}
 
 async fn seats(app: &TestApp, schedule: ScheduleId, filter: &str) -> Vec<Value> {
     let path = format!("/api/v1/schedules/{schedule}/seats{filter}");
