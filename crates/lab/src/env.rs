@@ -18,6 +18,9 @@ pub struct LabEnv {
     pub locks: Locks,
     pub redis: RedisLocks,
     pub local: Arc<LocalLock>,
+    /// Services used only to read balances and history for the exactness
+    /// checks (built once).
+    pub checker: Services,
     settings: Settings,
 }
 
@@ -42,6 +45,7 @@ impl LabEnv {
         let local = Arc::new(LocalLock::new());
         let locks = Locks::new(local.clone(), Some(redis.clone()), config.local_queue);
         Ok(LabEnv {
+            checker: services_for(&settings, Strategy::Atomic, &db, &locks)?,
             db,
             database_url,
             locks,
@@ -53,11 +57,7 @@ impl LabEnv {
 
     /// Services whose every operation runs under `strategy`.
     pub fn services(&self, strategy: Strategy) -> anyhow::Result<Services> {
-        let mut settings = self.settings.clone();
-        settings.seat_strategy = strategy;
-        settings.charge_strategy = strategy;
-        settings.use_strategy = strategy;
-        Services::build(&settings, &self.db, &self.locks)
+        services_for(&self.settings, strategy, &self.db, &self.locks)
     }
 
     /// The counters of the lock adapter `strategy` uses.
@@ -74,6 +74,19 @@ impl LabEnv {
             tracing::warn!(error = %e, "could not drop the lab database");
         }
     }
+}
+
+fn services_for(
+    settings: &Settings,
+    strategy: Strategy,
+    db: &Db,
+    locks: &Locks,
+) -> anyhow::Result<Services> {
+    let mut settings = settings.clone();
+    settings.seat_strategy = strategy;
+    settings.charge_strategy = strategy;
+    settings.use_strategy = strategy;
+    Services::build(&settings, db, locks)
 }
 
 /// Opens every pooled connection before anything is timed, so the first

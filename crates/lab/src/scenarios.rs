@@ -231,7 +231,7 @@ async fn check_wallet(
     history_before: usize,
     kind: PointKind,
 ) -> anyhow::Result<u64> {
-    let services = env.services(Strategy::Atomic)?;
+    let services = &env.checker;
     let balance = services.points.balance(user).await?.balance;
     let expected = initial as i64 + delta * successes as i64;
     ensure!(
@@ -269,7 +269,7 @@ async fn check_wallet(
 
 async fn fund(env: &LabEnv, user: UserId, balance: u64) -> anyhow::Result<usize> {
     admin::set_balance(&env.db, user, balance).await?;
-    let services = env.services(Strategy::Atomic)?;
+    let services = &env.checker;
     Ok(services.points.history(user).await?.len())
 }
 
@@ -523,7 +523,7 @@ async fn sustained(
     let mut balance_sum = 0;
     let mut taken = 0;
     for (user, before) in users.iter().zip(before_history) {
-        let services = env.services(Strategy::Atomic)?;
+        let services = &env.checker;
         let balance = services.points.balance(*user).await?.balance;
         let history = services.points.history(*user).await?;
         let entries = (history.len() - before) as u64;
