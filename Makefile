@@ -3,6 +3,9 @@
 #   make test   start MariaDB + Redis if needed, run every test
 SHELL := bash
 CARGO ?= cargo
+export CARGO
+# cargo's target directory, as cargo resolves it (CARGO_TARGET_DIR honoured).
+TARGET_DIR = $(shell bash docker/target-dir.sh)
 
 .PHONY: help services test run lab fmt lint build release
 
@@ -27,17 +30,17 @@ release:
 
 # Runs every test; the last line sums up all test binaries ("N passed, N failed").
 test: services
-	@mkdir -p target
-	@set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.log; \
+	@mkdir -p "$(TARGET_DIR)"
+	@set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee "$(TARGET_DIR)/test-output.log"; \
 	status=$$?; \
-	awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' target/test-output.log; \
+	awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' "$(TARGET_DIR)/test-output.log"; \
 	exit $$status
 
 run: services release
-	@bash docker/run.sh
+	@APP_BIN="$(TARGET_DIR)/release/app" bash docker/run.sh
 
 lab: services release
-	./target/release/lab $(LAB_ARGS)
+	"$(TARGET_DIR)/release/lab" $(LAB_ARGS)
 
 fmt:
 	$(CARGO) fmt --all

@@ -5,28 +5,32 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use concert_app::{Application, Settings};
+use concert_app::{Application, Overrides, Settings};
 use concert_domain::{ConcertId, ScheduleId, SeatNumber, UserId};
-use concert_http::Auth;
+use concert_http::{Auth, AuthOptions};
 use reqwest::{RequestBuilder, Response};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use crate::clock::ManualClock;
 use crate::db::TestDb;
+use crate::redis::purge_prefix;
 
 /// The Redis server the tests use (`REDIS_URL`, default local).
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-/// How to start a test application. `Default` is the contract's defaults
-/// except: pessimistic seats (no Redis needed), a 300 s hold, no sweeper
-/// (so tests prove correctness does not depend on it), two HTTP workers and
-/// a small connection pool (many apps share one MariaDB in parallel).
+/// How to start a test application. `Default` is the shipped defaults
+/// (strategies `redis-pubsub` / `optimistic` / `pessimistic`, a 300 s
+/// hold) except: no sweeper (so tests prove correctness does not depend on
+/// it), two HTTP workers, a small connection pool (many apps share one
+/// MariaDB in parallel), and a clock the test moves.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     pub seat_strategy: &'static str,
@@ -34,6 +38,9 @@ pub struct AppConfig {
     pub use_strategy: &'static str,
     pub hold_seconds: u64,
     pub redis_url: String,
+    /// The clock of the app's use cases: `Some` (the default) is a
+    /// [`ManualClock`] the test moves; `None` is the system clock.
+    pub clock: Option<ManualClock>,
     /// Any other variable (`APP_LOCK_WAIT_MS`, ...).
     pub extra: Vec<(&'static str, String)>,
 }
@@ -41,11 +48,12 @@ pub struct AppConfig {
 impl Default for AppConfig {
     fn default() -> Self {
         Self {
-            seat_strategy: "pessimistic",
+            seat_strategy: "redis-pubsub",
             charge_strategy: "optimistic",
             use_strategy: "pessimistic",
             hold_seconds: 300,
             redis_url: redis_url(),
+            clock: Some(ManualClock::new()),
             extra: Vec::new(),
         }
     }
@@ -69,8 +77,12 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The app's own database (dropped after the app stops).
     pub db: TestDb,
-    /// The app's Redis key prefix.
+    /// The app's Redis key prefix (its keys are deleted when the app is
+    /// dropped).
     pub redis_prefix: String,
+    pub redis_url: String,
+    /// The app's clock (moved by the test), if it has a manual one.
+    pub clock: Option<ManualClock>,
     /// The HS256 secret the app verifies tokens with.
     pub jwt_secret: String,
     auth: Auth,
@@ -89,7 +101,7 @@ pub async fn spawn_app_with(config: AppConfig) -> TestApp {
     let secret = format!("secret-{}", uuid::Uuid::new_v4().simple());
     let redis_prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
     let mut vars: HashMap<&str, String> = HashMap::from([
-        ("DATABASE_URL", db.url.clone()),
+        ("DATABASE_URL", db.url.as_str().to_owned()),
         ("REDIS_URL", config.redis_url.clone()),
         ("APP_HOST", "127.0.0.1".to_owned()),
         ("APP_PORT", "0".to_owned()),
@@ -106,7 +118,13 @@ pub async fn spawn_app_with(config: AppConfig) -> TestApp {
     vars.extend(config.extra.iter().cloned());
     let settings =
         Settings::from_lookup(|name| vars.get(name).cloned()).expect("test settings are valid");
-    let application = Application::build(settings)
+    let overrides = Overrides {
+        clock: config
+            .clock
+            .clone()
+            .map(|c| Arc::new(c) as Arc<dyn concert_domain::Clock>),
+    };
+    let application = Application::build_with(settings, overrides)
         .await
         .expect("the application starts");
     let port = application.port();
@@ -126,7 +144,9 @@ pub async fn spawn_app_with(config: AppConfig) -> TestApp {
         client,
         db,
         redis_prefix,
-        auth: Auth::new(secret.as_bytes()),
+        redis_url: config.redis_url.clone(),
+        clock: config.clock.clone(),
+        auth: Auth::new(secret.as_bytes(), AuthOptions::default()),
         jwt_secret: secret,
         server,
     }
@@ -135,8 +155,10 @@ pub async fn spawn_app_with(config: AppConfig) -> TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         // Dropping the server future stops its workers; the database is
-        // dropped afterwards by `TestDb`'s own Drop.
+        // dropped afterwards by `TestDb`'s own Drop; the app's Redis keys
+        // go now.
         self.server.abort();
+        purge_prefix(&self.redis_url, &self.redis_prefix);
     }
 }
 
@@ -144,7 +166,13 @@ impl TestApp {
     /// A valid bearer token for `user`, signed with this app's secret.
     pub fn token_for(&self, user: u64) -> String {
         self.auth
-            .issue(UserId::from(user), Duration::from_secs(3600))
+            .issue(UserId::from(user), Duration::from_secs(3600), false)
+    }
+
+    /// A valid bearer token for `user` with the admin role.
+    pub fn admin_token_for(&self, user: u64) -> String {
+        self.auth
+            .issue(UserId::from(user), Duration::from_secs(3600), true)
     }
 
     /// A token for `user` that expired a minute ago.
@@ -157,7 +185,11 @@ impl TestApp {
 
     /// A token for `user` signed with another secret.
     pub fn forged_token_for(&self, user: u64) -> String {
-        Auth::new(b"not-the-app-secret").issue(UserId::from(user), Duration::from_secs(3600))
+        Auth::new(b"not-the-app-secret", AuthOptions::default()).issue(
+            UserId::from(user),
+            Duration::from_secs(3600),
+            false,
+        )
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -224,24 +256,27 @@ impl TestApp {
     /// A concert with one schedule a day from now whose 50 seats all cost
     /// `price`.
     pub async fn seed_schedule(&self, price: u64) -> (ConcertId, ScheduleId) {
-        let concert = concert_mysql::admin::create_concert(&self.db.db, "Test concert")
+        let concert = self
+            .db
+            .sql
+            .create_concert("Test concert")
             .await
             .expect("concert created");
         let starts_at: DateTime<Utc> = Utc::now() + chrono::Duration::days(1);
-        let schedule = concert_mysql::admin::create_schedule(
-            &self.db.db,
-            concert,
-            starts_at,
-            |_: SeatNumber| price,
-        )
-        .await
-        .expect("schedule created");
+        let schedule = self
+            .db
+            .sql
+            .create_schedule(concert, starts_at, |_: SeatNumber| price)
+            .await
+            .expect("schedule created");
         (concert, schedule)
     }
 
     /// Sets `user`'s balance directly in storage.
     pub async fn set_balance(&self, user: u64, balance: u64) {
-        concert_mysql::admin::set_balance(&self.db.db, UserId::from(user), balance)
+        self.db
+            .sql
+            .set_balance(UserId::from(user), balance)
             .await
             .expect("balance set");
     }

@@ -1,74 +1,54 @@
 //! A fresh MariaDB database per test, and the domain services over it.
 //!
-//! [`TestDb::new`] creates `test_<uuid>` on the server of
-//! `TEST_DATABASE_URL` (else `DATABASE_URL`, else
-//! `mysql://root@127.0.0.1:3306`), migrates it, and opens a small pool.
-//! Dropping the [`TestDb`] closes the pool and drops the database, on a
-//! thread of its own (Drop cannot await, and may run outside any runtime).
+//! [`TestDb::new`] creates `test_<uuid>` (see `concert_testkit::TestDatabase`:
+//! the server of `TEST_DATABASE_URL`, else `DATABASE_URL`, else local),
+//! migrates it, and opens a small pool for the adapter under test and a
+//! separate one for direct SQL inspection ([`TestDb::sql`]). Dropping the
+//! [`TestDb`] closes both and drops the database.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use concert_domain::services::reservation::DEFAULT_HOLD;
 use concert_domain::{
-    CatalogueService, Clock, ConcertId, Control, DistributedLock, PaymentService, PointService,
-    ReservationService, ScheduleId, SeatNumber, Strategy,
+    Clock, ConcertId, Control, Controls, Policy, ScheduleId, SeatNumber, Services,
 };
-use concert_mysql::{
-    Db, MysqlCatalogue, MysqlPayments, MysqlSeats, MysqlWallets, PoolOptions, admin,
-};
+use concert_mysql::{DatabaseUrl, Db, MysqlStore, PoolOptions};
+use concert_testkit::{Sql, TestDatabase};
 
-/// The lock type the services are built with. Only lock-free strategies
-/// are used over MySQL here, so no lock is ever passed.
-pub type Lock = Arc<dyn DistributedLock>;
+/// The lock-free strategies, by configuration name.
+pub const LOCK_FREE: [&str; 4] = ["optimistic", "optimistic-retry", "pessimistic", "atomic"];
 
-/// The server part of the test database URL, without a database name.
-pub fn server_url() -> String {
-    let url = std::env::var("TEST_DATABASE_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned());
-    let (main, query) = match url.split_once('?') {
-        Some((main, query)) => (main.to_owned(), Some(query.to_owned())),
-        None => (url, None),
+/// The control a lock-free strategy name stands for (as the app's registry
+/// builds it).
+pub fn control(name: &str) -> Control {
+    let adapters = concert_app::Adapters {
+        local: concert_inprocess::LocalLock::new(),
+        redis: None,
+        relay: true,
+        lock_options: concert_domain::LockOptions::default(),
     };
-    let scheme_end = main.find("://").map_or(0, |i| i + 3);
-    let host_end = main[scheme_end..]
-        .find('/')
-        .map_or(main.len(), |i| scheme_end + i);
-    let mut server = main[..host_end].to_owned();
-    if let Some(query) = query {
-        server.push_str("/?");
-        server.push_str(&query);
-    }
-    server
+    concert_app::StrategyName::named(name)
+        .build(&adapters)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"))
 }
 
-fn database_url(name: &str) -> String {
-    join_url(&server_url(), name)
-}
-
-/// `server` (as [`server_url`] returns it) with the database `name`.
-fn join_url(server: &str, name: &str) -> String {
-    match server.split_once("/?") {
-        Some((host, query)) => format!("{host}/{name}?{query}"),
-        None => format!("{server}/{name}"),
-    }
-}
-
-/// One test's own database: created and migrated by [`TestDb::new`],
-/// dropped when the value is dropped.
+/// One test's own database.
 pub struct TestDb {
     /// `mysql://.../test_<uuid>`.
-    pub url: String,
-    /// A pool of up to 20 connections on it.
+    pub url: DatabaseUrl,
+    /// A pool of up to 20 connections on it, for the adapter under test.
     pub db: Db,
-    name: String,
+    /// Direct SQL set-up and inspection.
+    pub sql: Sql,
+    database: TestDatabase,
 }
 
 impl std::fmt::Debug for TestDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestDb").field("name", &self.name).finish()
+        f.debug_struct("TestDb")
+            .field("name", &self.database.name())
+            .finish()
     }
 }
 
@@ -76,73 +56,96 @@ impl TestDb {
     /// Creates and migrates a fresh database. Panics (failing the test)
     /// with a hint when the server does not answer.
     pub async fn new() -> TestDb {
-        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-        let url = database_url(&name);
-        concert_mysql::run_migrations(&url)
+        let database = TestDatabase::create()
             .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot create the test database {name} ({e:#}); is MariaDB running? \
-                 try `make services`, or set TEST_DATABASE_URL"
-                )
-            });
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let url = database.url().clone();
         let db = Db::connect(
             &url,
             PoolOptions {
                 max_size: 20,
                 wait_timeout: Duration::from_secs(30),
-                connect_timeout: Duration::from_secs(5),
+                ..PoolOptions::default()
             },
         )
         .await
         .expect("pool for the test database");
-        TestDb { url, db, name }
+        let sql = Sql::connect(url.as_str())
+            .await
+            .expect("SQL pool for the test database");
+        TestDb {
+            url,
+            db,
+            sql,
+            database,
+        }
     }
 
     /// The database name (`test_<uuid>`).
     pub fn name(&self) -> &str {
-        &self.name
+        self.database.name()
     }
 
-    /// The four services over this database, every operation under
-    /// `strategy` (lock-free strategies only), the default 5-minute hold.
-    pub fn services<C: Clock + Clone>(&self, strategy: Strategy, clock: C) -> Services<C> {
+    /// The storage adapter over this database.
+    pub fn store(&self) -> MysqlStore {
+        MysqlStore::new(self.db.clone())
+    }
+
+    /// The use cases over this database, every operation under the
+    /// lock-free strategy `strategy`, the default policy (5-minute holds).
+    pub fn services<C: Clock + 'static>(&self, strategy: &str, clock: C) -> Services {
         self.services_with(strategy, strategy, strategy, clock)
     }
 
     /// Like [`TestDb::services`] with a strategy per operation: seat holds,
     /// point charges, point uses (which also protects payments).
-    pub fn services_with<C: Clock + Clone>(
+    pub fn services_with<C: Clock + 'static>(
         &self,
-        seats: Strategy,
-        charge: Strategy,
-        spend: Strategy,
+        seats: &str,
+        charge: &str,
+        spend: &str,
         clock: C,
-    ) -> Services<C> {
-        let control = |s: Strategy| {
-            Control::<Lock>::new(s, None)
-                .unwrap_or_else(|e| panic!("{e}: TestDb services are lock-free"))
+    ) -> Services {
+        self.services_over(
+            Controls {
+                seats: control(seats),
+                charge: control(charge),
+                spend: control(spend),
+            },
+            Policy::default(),
+            clock,
+        )
+    }
+
+    /// The use cases with `seats` controlling seat holds (the other
+    /// operations optimistic / pessimistic, as configured by default).
+    pub fn seat_services<C: Clock + 'static>(&self, seats: Control, clock: C) -> Services {
+        self.services_over(
+            Controls {
+                seats,
+                charge: control("optimistic"),
+                spend: control("pessimistic"),
+            },
+            Policy::default(),
+            clock,
+        )
+    }
+
+    /// The use cases with explicit controls and policy.
+    pub fn services_over<C: Clock + 'static>(
+        &self,
+        controls: Controls,
+        policy: Policy,
+        clock: C,
+    ) -> Services {
+        let store = self.store();
+        let ports = concert_domain::Ports {
+            transactions: Arc::new(store.clone()),
+            queries: Arc::new(store.clone()),
+            catalogue: Arc::new(store),
+            clock: Arc::new(clock),
         };
-        Services {
-            catalogue: CatalogueService::new(MysqlCatalogue::new(self.db.clone()), clock.clone()),
-            reservations: ReservationService::new(
-                MysqlSeats::new(self.db.clone()),
-                clock.clone(),
-                control(seats),
-                DEFAULT_HOLD,
-            ),
-            points: PointService::new(
-                MysqlWallets::new(self.db.clone()),
-                clock.clone(),
-                control(charge),
-                control(spend),
-            ),
-            payments: PaymentService::new(
-                MysqlPayments::new(self.db.clone()),
-                clock,
-                control(spend),
-            ),
-        }
+        Services::new(ports, controls, policy)
     }
 
     /// A concert with one schedule starting at `starts_at`, every seat
@@ -152,10 +155,14 @@ impl TestDb {
         starts_at: DateTime<Utc>,
         price: u64,
     ) -> (ConcertId, ScheduleId) {
-        let concert = admin::create_concert(&self.db, "Test concert")
+        let concert = self
+            .sql
+            .create_concert("Test concert")
             .await
             .expect("concert created");
-        let schedule = admin::create_schedule(&self.db, concert, starts_at, |_: SeatNumber| price)
+        let schedule = self
+            .sql
+            .create_schedule(concert, starts_at, |_: SeatNumber| price)
             .await
             .expect("schedule created");
         (concert, schedule)
@@ -171,30 +178,10 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        // Close the pools before `database` drops the database.
         self.db.close();
-        let url = self.url.clone();
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)?;
-            runtime.block_on(concert_mysql::drop_database(&url))
-        })
-        .join();
-        match dropped {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("warning: could not drop test database {}: {e:#}", self.name),
-            Err(_) => eprintln!("warning: dropping test database {} panicked", self.name),
-        }
+        self.sql.close();
     }
-}
-
-/// The domain services over MySQL, as the app wires them.
-pub struct Services<C> {
-    pub catalogue: CatalogueService<MysqlCatalogue, C>,
-    pub reservations: ReservationService<MysqlSeats, Lock, C>,
-    pub points: PointService<MysqlWallets, Lock, C>,
-    pub payments: PaymentService<MysqlPayments, Lock, C>,
 }
 
 /// Runs `n` tasks that all start at once (a barrier releases them

@@ -1,7 +1,9 @@
 //! Shared helpers for the integration tests: a fresh database per test, a
-//! fresh Redis key prefix per test, a controllable clock, and `spawn_app`.
+//! fresh Redis key prefix per test, a controllable clock, test locks, and
+//! `spawn_app`.
 
 pub mod app;
 pub mod clock;
 pub mod db;
+pub mod locks;
 pub mod redis;

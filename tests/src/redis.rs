@@ -1,7 +1,6 @@
 //! A fresh Redis key prefix per test, and the lock adapters on it.
 
-use concert_domain::LockKind;
-use concert_redis_lock::{RedisLock, RedisLockSettings, RedisLocks};
+use concert_redis::{RedisLockSettings, RedisLocks};
 
 /// `REDIS_URL`, or the local default.
 pub fn redis_url() -> String {
@@ -10,7 +9,7 @@ pub fn redis_url() -> String {
 
 /// A key prefix no other test uses.
 pub fn test_prefix() -> String {
-    format!("test:{}", uuid::Uuid::new_v4().simple())
+    format!("it-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// The Redis lock adapters of one test, on its own key prefix. Every key
@@ -30,35 +29,36 @@ impl TestRedis {
     pub async fn with_settings(settings: RedisLockSettings) -> Self {
         let url = redis_url();
         let prefix = test_prefix();
-        let locks = RedisLocks::connect_with(&url, &prefix, settings)
+        let locks = RedisLocks::connect(&url, &prefix, settings)
             .await
             .unwrap_or_else(|e| panic!("Redis at {url} must be running for this test: {e:#}"));
         Self { url, prefix, locks }
     }
+}
 
-    pub fn lock(&self, kind: LockKind) -> RedisLock {
-        self.locks.lock(kind)
-    }
+/// Deletes every key under `prefix` (for tests and apps that used it).
+pub fn purge_prefix(url: &str, prefix: &str) {
+    let (url, prefix) = (url.to_owned(), prefix.to_owned());
+    // Runs on its own thread and runtime: Drop cannot await, and the
+    // test's runtime may be shutting down.
+    let cleanup = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(runtime) = runtime {
+            runtime.block_on(async {
+                let settings = RedisLockSettings::default();
+                if let Ok(locks) = RedisLocks::connect_lazy(&url, &prefix, settings).await {
+                    let _ = locks.purge().await;
+                }
+            });
+        }
+    });
+    let _ = cleanup.join();
 }
 
 impl Drop for TestRedis {
     fn drop(&mut self) {
-        let (url, prefix) = (self.url.clone(), self.prefix.clone());
-        // Runs on its own thread and runtime: Drop cannot await, and the
-        // test's runtime may be shutting down.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(runtime) = runtime {
-                runtime.block_on(async {
-                    let settings = RedisLockSettings::default();
-                    if let Ok(locks) = RedisLocks::connect_lazy(&url, &prefix, settings).await {
-                        let _ = locks.purge().await;
-                    }
-                });
-            }
-        });
-        let _ = cleanup.join();
+        purge_prefix(&self.url, &self.prefix);
     }
 }

@@ -1,155 +1,134 @@
-//! The application: settings, telemetry, and the wiring that chooses an
-//! adapter for every port from the settings. `main` only bootstraps.
+//! The application: settings, telemetry, the strategy registry, and the
+//! wiring that picks an adapter for every port. `main` only bootstraps.
 
+pub mod cli;
+pub mod seed;
 pub mod settings;
+pub mod strategies;
 pub mod telemetry;
 
+use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use concert_domain::{
-    CatalogueService, Clock, Control, DistributedLock, LockError, LockKind, LockOptions,
-    PaymentService, PointService, ReservationService, Strategy,
-};
-use concert_http::{AppState, Auth, Readiness};
-use concert_mysql::{Db, MysqlCatalogue, MysqlPayments, MysqlSeats, MysqlWallets, PoolOptions};
-use concert_redis_lock::{LocalLock, Queued, RedisLockSettings, RedisLocks, SystemClock};
+use concert_domain::{Clock, Controls, LockOptions, Ports, Services};
+use concert_http::{AppState, Auth, AuthOptions, HttpOptions, Readiness};
+use concert_inprocess::{LocalLock, SystemClock};
+use concert_mysql::{Db, MysqlStore, PoolOptions};
+use concert_redis::{RedisLockSettings, RedisLocks};
+use secrecy::ExposeSecret;
 
-pub use settings::{Secret, Settings};
+pub use settings::Settings;
+pub use strategies::{Adapters, REGISTRY, StrategyName};
 
-/// The lock adapters an instance may use, built once and shared.
-#[derive(Clone)]
-pub struct Locks {
-    local: Arc<LocalLock>,
-    redis: Option<RedisLocks>,
-    /// Queue this process's requests per key in memory before Redis.
-    queue: Option<LocalLock>,
+/// What a test (or the lab) may replace in the wiring.
+#[derive(Clone, Default)]
+pub struct Overrides {
+    /// The clock every use case reads (default: the system clock).
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
-impl Locks {
-    pub fn new(local: Arc<LocalLock>, redis: Option<RedisLocks>, local_queue: bool) -> Locks {
-        Locks {
-            local,
-            redis,
-            queue: local_queue.then(LocalLock::new),
-        }
-    }
+/// The adapters of one instance, connected and shared.
+#[derive(Clone)]
+pub struct Infrastructure {
+    pub db: Db,
+    pub store: MysqlStore,
+    pub redis: Option<RedisLocks>,
+    pub clock: Arc<dyn Clock>,
+}
 
-    /// Connects to Redis only when some strategy needs it. Redis being down
-    /// at start does not stop the service: it starts, answers 503 for the
-    /// operations that need Redis and `/health/ready` reports it, until
-    /// Redis answers (like MySQL). An invalid URL stops start-up.
-    pub async fn connect(settings: &Settings) -> anyhow::Result<Locks> {
-        let redis = if settings.needs_redis() {
-            let (url, prefix) = (&settings.redis_url, &settings.redis_prefix);
-            Some(match RedisLocks::connect(url, prefix).await {
-                Ok(locks) => locks,
-                Err(LockError::Unavailable(e)) => {
-                    tracing::warn!(error = %format!("{e:#}"), %url, "Redis does not answer yet; starting anyway");
-                    RedisLocks::connect_lazy(url, prefix, RedisLockSettings::default())
-                        .await
-                        .with_context(|| format!("configuring Redis at {url}"))?
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| format!("connecting to Redis at {url}"));
-                }
-            })
+impl Infrastructure {
+    /// Opens the MySQL pool (no connection yet: a database that is down is
+    /// reported by readiness and 503s, not by a failed start) and, when a
+    /// configured strategy needs it, Redis (likewise lazy when Redis does
+    /// not answer yet).
+    pub async fn connect(settings: &Settings, overrides: &Overrides) -> anyhow::Result<Self> {
+        let db = Db::connect(&settings.database.url, pool_options(settings))
+            .await
+            .context("configuring the MySQL pool")?;
+        let redis = if settings.strategies.need_redis() {
+            Some(connect_redis(settings).await?)
         } else {
             None
         };
-        Ok(Locks::new(
-            Arc::new(LocalLock::new()),
+        Ok(Self {
+            store: MysqlStore::new(db.clone()),
+            db,
             redis,
-            settings.lock_local_queue,
-        ))
-    }
-
-    pub fn redis(&self) -> Option<&RedisLocks> {
-        self.redis.as_ref()
-    }
-
-    pub fn local(&self) -> &Arc<LocalLock> {
-        &self.local
-    }
-
-    /// The lock adapter a strategy uses, if it is lock-based.
-    pub fn for_strategy(
-        &self,
-        strategy: Strategy,
-    ) -> anyhow::Result<Option<Arc<dyn DistributedLock>>> {
-        let lock: Arc<dyn DistributedLock> = match strategy.lock_kind() {
-            None => return Ok(None),
-            Some(LockKind::Local) => self.local.clone(),
-            Some(kind) => {
-                let redis = self
-                    .redis
-                    .as_ref()
-                    .context("a Redis strategy is configured but Redis is not connected")?
-                    .lock(kind);
-                // `redis-simple` fails at once when the key is taken, so it
-                // has no waiters to queue.
-                match &self.queue {
-                    Some(queue) if kind != LockKind::RedisSimple => {
-                        Arc::new(Queued::new(queue.clone(), redis))
-                    }
-                    _ => Arc::new(redis),
-                }
-            }
-        };
-        Ok(Some(lock))
-    }
-
-    /// A control for `strategy` with its lock adapter and lock options.
-    pub fn control(
-        &self,
-        strategy: Strategy,
-        options: LockOptions,
-    ) -> anyhow::Result<Control<Arc<dyn DistributedLock>>> {
-        Ok(Control::new(strategy, self.for_strategy(strategy)?)?.with_lock_options(options))
-    }
-}
-
-/// The domain services wired over MySQL and the configured locks.
-pub struct Services {
-    pub catalogue: concert_http::Catalogue,
-    pub reservations: concert_http::Reservations,
-    pub points: concert_http::Points,
-    pub payments: concert_http::Payments,
-}
-
-impl Services {
-    pub fn build(settings: &Settings, db: &Db, locks: &Locks) -> anyhow::Result<Services> {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let options = LockOptions {
-            lease: settings.lock_lease,
-            wait: settings.lock_wait,
-            watchdog: true,
-        };
-        Ok(Services {
-            catalogue: CatalogueService::new(
-                Arc::new(MysqlCatalogue::new(db.clone())),
-                clock.clone(),
-            ),
-            reservations: ReservationService::new(
-                Arc::new(MysqlSeats::new(db.clone())),
-                clock.clone(),
-                locks.control(settings.seat_strategy, options)?,
-                settings.hold,
-            ),
-            points: PointService::new(
-                Arc::new(MysqlWallets::new(db.clone())),
-                clock.clone(),
-                locks.control(settings.charge_strategy, options)?,
-                locks.control(settings.use_strategy, options)?,
-            ),
-            payments: PaymentService::new(
-                Arc::new(MysqlPayments::new(db.clone())),
-                clock,
-                locks.control(settings.use_strategy, options)?,
-            ),
+            clock: overrides
+                .clock
+                .clone()
+                .unwrap_or_else(|| Arc::new(SystemClock)),
         })
+    }
+
+    /// The ports every use case draws from.
+    pub fn ports(&self) -> Ports {
+        Ports {
+            transactions: Arc::new(self.store.clone()),
+            queries: Arc::new(self.store.clone()),
+            catalogue: Arc::new(self.store.clone()),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// The use cases, each contended operation under its configured
+    /// strategy.
+    pub fn services(&self, settings: &Settings) -> anyhow::Result<Services> {
+        let adapters = Adapters {
+            local: LocalLock::new(),
+            redis: self.redis.clone(),
+            relay: settings.locks.local_queue,
+            lock_options: LockOptions {
+                lease: settings.locks.lease,
+                wait: settings.locks.wait,
+                watchdog: true,
+            },
+        };
+        let strategies = settings.strategies;
+        let controls = Controls {
+            seats: strategies.seats.build(&adapters)?,
+            charge: strategies.charge.build(&adapters)?,
+            spend: strategies.spend.build(&adapters)?,
+        };
+        Ok(Services::new(self.ports(), controls, settings.policy))
+    }
+
+    /// What `/health/ready` checks.
+    pub fn readiness(&self) -> Vec<Arc<dyn Readiness>> {
+        let mut checks: Vec<Arc<dyn Readiness>> = vec![Arc::new(MysqlReady(self.db.clone()))];
+        if let Some(redis) = &self.redis {
+            checks.push(Arc::new(RedisReady(redis.clone())));
+        }
+        checks
+    }
+}
+
+async fn connect_redis(settings: &Settings) -> anyhow::Result<RedisLocks> {
+    let url = settings.redis.url.expose_secret();
+    let prefix = &settings.redis.prefix;
+    let lock_settings = RedisLockSettings::default();
+    match RedisLocks::connect(url, prefix, lock_settings).await {
+        Ok(locks) => Ok(locks),
+        Err(concert_domain::Failure::Unavailable(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "Redis does not answer yet; starting anyway");
+            RedisLocks::connect_lazy(url, prefix, lock_settings)
+                .await
+                .context("configuring Redis")
+        }
+        Err(e) => Err(e).context("connecting to Redis"),
+    }
+}
+
+pub fn pool_options(settings: &Settings) -> PoolOptions {
+    PoolOptions {
+        max_size: settings.database.pool_size,
+        wait_timeout: settings.database.wait,
+        statement_timeout: Some(settings.database.statement_timeout),
+        ..PoolOptions::default()
     }
 }
 
@@ -179,86 +158,76 @@ impl Readiness for RedisReady {
     }
 }
 
-pub fn pool_options(settings: &Settings) -> PoolOptions {
-    PoolOptions {
-        max_size: settings.db_pool_size,
-        wait_timeout: settings.db_wait,
-        ..PoolOptions::default()
-    }
+/// The bearer-token verifier of these settings.
+pub fn auth(settings: &Settings) -> Auth {
+    Auth::new(
+        settings.auth.secret.expose_secret().as_bytes(),
+        AuthOptions {
+            issuer: settings.auth.issuer.clone(),
+            audience: settings.auth.audience.clone(),
+        },
+    )
 }
 
 /// A bound, wired, not yet running service.
 pub struct Application {
     port: u16,
     server: concert_http::Server,
-    sweeper: Option<tokio::task::JoinHandle<()>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    db: Db,
 }
 
 impl Application {
-    /// Connects to MySQL (and Redis when a strategy needs it), wires the
-    /// services, binds the listener and starts the hold sweeper. The
-    /// database must already be migrated (`app migrate`).
+    /// [`Application::build_with`] with nothing overridden.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        if settings.jwt_secret_is_default {
+        Self::build_with(settings, Overrides::default()).await
+    }
+
+    /// Checks the settings for serving, wires the services, binds the
+    /// listener and starts the background work (the hold sweeper). The
+    /// database must already be migrated (`app migrate`).
+    pub async fn build_with(
+        settings: Settings,
+        overrides: Overrides,
+    ) -> anyhow::Result<Application> {
+        settings.check_serving()?;
+        if settings.auth.secret_is_default {
             tracing::warn!("APP_JWT_SECRET is not set: using the development secret");
         }
-        let db = Db::connect(&settings.database_url, pool_options(&settings))
-            .await
-            .context("connecting to MySQL")?;
-        let locks = Locks::connect(&settings).await?;
-        let services = Services::build(&settings, &db, &locks)?;
+        let infra = Infrastructure::connect(&settings, &overrides).await?;
+        let services = infra.services(&settings)?;
+        let listener = bind(&settings)?;
+        let port = listener.local_addr()?.port();
 
-        let sweeper = (!settings.sweep_interval.is_zero()).then(|| {
-            let sweep = ReservationService::new(
-                Arc::new(MysqlSeats::new(db.clone())) as Arc<dyn concert_domain::SeatRepository>,
-                Arc::new(SystemClock) as Arc<dyn Clock>,
-                Control::<Arc<dyn DistributedLock>>::new(Strategy::Atomic, None)
-                    .expect("atomic needs no lock"),
-                settings.hold,
-            );
-            let every = settings.sweep_interval;
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    match sweep.expire_stale().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(expired = n, "sweeper expired stale holds"),
-                        Err(e) => tracing::warn!(error = %e, "sweeper failed"),
-                    }
-                }
-            })
-        });
-
-        let mut readiness: Vec<Arc<dyn Readiness>> = vec![Arc::new(MysqlReady(db.clone()))];
-        if let Some(redis) = locks.redis() {
-            readiness.push(Arc::new(RedisReady(redis.clone())));
+        let mut background = Vec::new();
+        if !settings.sweep_interval.is_zero() {
+            background.push(spawn_sweeper(services.clone(), settings.sweep_interval));
         }
         let state = AppState {
-            catalogue: services.catalogue,
-            reservations: services.reservations,
-            points: services.points,
-            payments: services.payments,
-            auth: Auth::new(settings.jwt_secret.expose().as_bytes()),
-            readiness,
+            services,
+            auth: auth(&settings),
+            readiness: infra.readiness(),
         };
-
-        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
-            .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
-        let port = listener.local_addr()?.port();
-        let server = concert_http::server(listener, state, settings.workers)?;
+        let options = HttpOptions {
+            workers: settings.http.workers,
+            cors_origins: settings.http.cors_origins.clone(),
+            shutdown_timeout: settings.http.shutdown_timeout,
+            ..HttpOptions::default()
+        };
+        let server = concert_http::server(listener, state, options)?;
+        let strategies = settings.strategies;
         tracing::info!(
-            address = %format!("http://{}:{port}", settings.host),
-            seat = %settings.seat_strategy,
-            charge = %settings.charge_strategy,
-            point_use = %settings.use_strategy,
+            address = %format!("http://{}:{port}", settings.http.host),
+            seat = %strategies.seats,
+            charge = %strategies.charge,
+            point_use = %strategies.spend,
             "listening"
         );
         Ok(Application {
             port,
             server,
-            sweeper,
+            background,
+            db: infra.db,
         })
     }
 
@@ -266,15 +235,48 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM: then stops accepting, lets in-flight
-    /// requests finish (their locks are released as they complete), and
-    /// stops the sweeper.
+    /// Serves until SIGINT/SIGTERM: then stops accepting, lets the accepted
+    /// requests finish within the shutdown timeout (their locks are
+    /// released as they complete), stops the background work and closes
+    /// the pool.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let result = self.server.await;
-        if let Some(sweeper) = self.sweeper {
-            sweeper.abort();
+        for task in self.background {
+            task.abort();
         }
-        tracing::info!("stopped: in-flight requests finished, their locks released");
+        self.db.close();
+        tracing::info!("stopped");
         result.context("HTTP server failed")
     }
+}
+
+/// Binds the listener, saying which variable to change when the port is
+/// taken.
+fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
+    let (host, port) = (settings.http.host.as_str(), settings.http.port);
+    TcpListener::bind((host, port)).map_err(|e| {
+        if e.kind() == ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "port {port} on {host} is already in use: stop what uses it, or pick another \
+                 port with APP_PORT=<port> (APP_PORT=0 picks a free one)"
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("binding {host}:{port} (APP_HOST/APP_PORT)"))
+        }
+    })
+}
+
+fn spawn_sweeper(services: Services, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match services.reservations.expire_stale().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "sweeper expired stale holds"),
+                Err(e) => tracing::warn!(error = %e, "sweeper failed"),
+            }
+        }
+    })
 }

@@ -1,26 +1,17 @@
-//! `app serve | migrate | seed | token --user N`
+//! `app serve | migrate | seed | token --user N [--admin]`: see `app --help`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use concert_app::{Application, Settings, telemetry};
+use anyhow::Context;
+use concert_app::cli::{self, Command, USAGE};
+use concert_app::{Application, Infrastructure, Overrides, Settings, seed, telemetry};
 use concert_domain::UserId;
-
-const USAGE: &str = "usage: app <command>
-
-commands:
-  serve            run the HTTP service (the default)
-  migrate          create the database if missing and run pending migrations
-  seed             load the demo catalogue (idempotent)
-  token --user N   print a bearer token for user N (valid 24 hours)
-
-Settings come from the environment or a .env file: see README.md.";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    telemetry::init("info,actix_server=warn");
-    match run(std::env::args().skip(1).collect()).await {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -29,32 +20,38 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Vec<String>) -> anyhow::Result<()> {
-    let command = args.first().map(String::as_str).unwrap_or("serve");
-    if matches!(command, "-h" | "--help" | "help") {
+async fn run(args: &[String]) -> anyhow::Result<()> {
+    let command = cli::parse(args)?;
+    if command == Command::Help {
         println!("{USAGE}");
         return Ok(());
     }
     let settings = Settings::from_env()?;
-    match (command, &args[1.min(args.len())..]) {
-        ("serve", []) => {
-            let app = Application::build(settings).await?;
+    telemetry::init("info,actix_server=warn", settings.log_format);
+    match command {
+        Command::Help => Ok(()),
+        Command::Serve { banner } => {
+            let app = Application::build(settings.clone()).await?;
+            if banner {
+                print_banner(&settings, app.port());
+            }
             app.run_until_stopped().await
         }
-        ("migrate", []) => {
-            concert_mysql::run_migrations(&settings.database_url)
+        Command::Migrate => {
+            let url = &settings.database.url;
+            let applied = concert_mysql::run_migrations(url)
                 .await
                 .context("running migrations")?;
-            println!("migrations applied to {}", redact(&settings.database_url));
+            match applied {
+                0 => println!("database {} is up to date", url.redacted()),
+                n => println!("applied {n} migration(s) to {}", url.redacted()),
+            }
             Ok(())
         }
-        ("seed", []) => {
-            let db = concert_mysql::Db::connect(
-                &settings.database_url,
-                concert_app::pool_options(&settings),
-            )
-            .await?;
-            let report = concert_mysql::seed_demo(&db, chrono::Utc::now())
+        Command::Seed => {
+            let infra = Infrastructure::connect(&settings, &Overrides::default()).await?;
+            let services = infra.services(&settings)?;
+            let report = seed::seed_demo(&services.catalogue, chrono::Utc::now())
                 .await
                 .context("seeding the demo catalogue")?;
             println!(
@@ -65,48 +62,49 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        ("token", [flag, user]) if flag == "--user" => {
-            let user = user
-                .parse::<i64>()
-                .ok()
-                .and_then(|n| UserId::new(n).ok())
-                .context("--user takes a positive integer")?;
-            if settings.jwt_secret_is_default {
+        Command::Token { user, admin } => {
+            if settings.auth.secret_is_default {
                 eprintln!(
                     "warning: APP_JWT_SECRET is not set: signing with the development secret"
                 );
             }
-            let auth = concert_http::Auth::new(settings.jwt_secret.expose().as_bytes());
-            println!("{}", auth.issue(user, Duration::from_secs(24 * 3600)));
+            println!("{}", token(&settings, user, admin));
             Ok(())
         }
-        _ => bail!("unknown command {:?}\n\n{USAGE}", args.join(" ")),
     }
 }
 
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
+fn token(settings: &Settings, user: UserId, admin: bool) -> String {
+    concert_app::auth(settings).issue(user, Duration::from_secs(24 * 3600), admin)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::redact;
+/// How to use the demo, printed once the port is bound (so it never
+/// describes a server that failed to start).
+fn print_banner(settings: &Settings, port: u16) {
+    let base = format!("http://{}:{port}", settings.http.host);
+    let user = token(settings, UserId::from(1), false);
+    let admin = token(settings, UserId::from(1), true);
+    println!(
+        "
+  Concert reservation service
+  ---------------------------
+  API         {base}/api/v1/concerts
+  Swagger UI  {base}/swagger-ui/
+  OpenAPI     {base}/api-docs/openapi.json
+  Metrics     {base}/metrics
+  Demo token  (user 1, valid 24 h; more with: app token --user N)
+    {user}
+  Admin token (user 1 with the admin role: app token --user 1 --admin)
+    {admin}
 
-    #[test]
-    fn redact_hides_passwords() {
-        assert_eq!(
-            redact("mysql://root:pw@127.0.0.1:3306/concert"),
-            "mysql://root@127.0.0.1:3306/concert"
-        );
-        assert_eq!(redact("mysql://root@h/db"), "mysql://root@h/db");
-        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
-    }
+  Try it:
+    curl -s {base}/api/v1/concerts
+    curl -s -H \"Authorization: Bearer {user}\" -H 'Content-Type: application/json' \\
+         -d '{{\"amount\":100000}}' {base}/api/v1/points/charge
+    curl -s -H \"Authorization: Bearer {admin}\" -H 'Content-Type: application/json' \\
+         -d '{{\"title\":\"My concert\"}}' {base}/api/v1/admin/concerts
+
+  Ctrl-C stops the server.
+"
+    );
 }

@@ -1,42 +1,96 @@
-//! One error enum per operation: business variants the caller can act on,
-//! plus `Unavailable` (storage or lock service unreachable) and `Unknown`
-//! (any other infrastructure failure, with its cause chain).
+//! Errors. What can happen to any write is one type, [`Failure`]; each
+//! operation adds only its business refusals, and wraps a [`Failure`] in its
+//! `Failed` variant (so `?` works on both).
 
-use crate::lock::LockError;
-use crate::points::PointRule;
+use crate::ids::{ReservationId, SeatNumber};
 
-/// Read-only queries (catalogue, reservation lookup, balance, history).
+/// What can go wrong with any read or write, whatever the operation.
 #[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    #[error("storage unavailable")]
+pub enum Failure {
+    /// The optimistic version check failed, the transaction deadlocked, or a
+    /// unique key refused a concurrent twin: the caller may retry.
+    #[error("the data changed concurrently; retry")]
+    Conflict,
+    /// Another request holds the lock past the wait budget.
+    #[error("another request holds the lock on this resource; retry later")]
+    LockTimeout,
+    /// The lock's lease ran out under the holder, or a newer holder already
+    /// wrote (fencing token): the write was refused.
+    #[error("the lock was lost before the write")]
+    LockLost,
+    /// Storage, the lock service or the broker cannot be reached, or did
+    /// not answer within the request's budget.
+    #[error("a dependency is unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// Anything else: a bug or a misconfiguration, with its cause chain.
     #[error(transparent)]
-    Unknown(#[from] anyhow::Error),
+    Unknown(anyhow::Error),
 }
 
-/// Holding a seat.
+impl Failure {
+    pub fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
+        Failure::Unavailable(cause.into())
+    }
+
+    pub fn unknown(cause: impl Into<anyhow::Error>) -> Self {
+        Failure::Unknown(cause.into())
+    }
+}
+
+/// An operation error that may wrap a [`Failure`] (the strategy runner
+/// retries conflicts through it).
+pub trait OperationError: From<Failure> {
+    fn failure(&self) -> Option<&Failure>;
+
+    fn is_conflict(&self) -> bool {
+        matches!(self.failure(), Some(Failure::Conflict))
+    }
+}
+
+macro_rules! operation_error {
+    ($($ty:ident),* $(,)?) => {$(
+        impl OperationError for $ty {
+            fn failure(&self) -> Option<&Failure> {
+                match self {
+                    $ty::Failed(f) => Some(f),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+/// Read-only queries (catalogue, reservations, payments, balance, history).
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// Unknown (or not the caller's) concert, schedule, reservation, ...
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Failed(#[from] Failure),
+}
+
+/// Holding one or several seats.
 #[derive(Debug, thiserror::Error)]
 pub enum ReserveError {
-    #[error("no such seat")]
+    #[error("no such schedule or seat")]
     SeatNotFound,
-    #[error("the seat is held by someone else or sold")]
-    SeatUnavailable,
-    /// The optimistic version check failed: someone wrote the seat between
-    /// our read and our write. The caller may retry.
-    #[error("the seat changed concurrently; retry")]
-    Conflict,
-    #[error("another request holds the lock on this seat")]
-    LockTimeout,
-    /// The lock's lease ran out under us, or a newer lock holder already
-    /// wrote this seat (fencing token): the write was refused.
-    #[error("the lock on this seat was lost before the write")]
-    LockLost,
-    #[error("storage or lock service unavailable")]
-    Unavailable(#[source] anyhow::Error),
+    /// Held by someone else, or sold. `yours` names the caller's own live
+    /// hold when the caller already holds the (single) seat asked for.
+    #[error("seat {} is held or sold", join(seats))]
+    SeatUnavailable {
+        seats: Vec<SeatNumber>,
+        yours: Option<ReservationId>,
+    },
+    /// The caller already holds the configured maximum of live holds on
+    /// this schedule.
+    #[error("at most {limit} live holds per user and schedule")]
+    HoldLimit { limit: u32 },
+    /// The waiting room is on and the caller is not admitted.
+    #[error("not admitted by the waiting room")]
+    NotAdmitted,
     #[error(transparent)]
-    Unknown(#[from] anyhow::Error),
+    Failed(#[from] Failure),
 }
 
 /// Charging points.
@@ -44,33 +98,20 @@ pub enum ReserveError {
 pub enum ChargeError {
     #[error("balance {balance} + {amount} would exceed the maximum balance {max}")]
     BalanceLimit { balance: u64, amount: u64, max: u64 },
-    #[error("the wallet changed concurrently; retry")]
-    Conflict,
-    #[error("another request holds the lock on this wallet")]
-    LockTimeout,
-    #[error("the lock on this wallet was lost before the write")]
-    LockLost,
-    #[error("storage or lock service unavailable")]
-    Unavailable(#[source] anyhow::Error),
+    /// The idempotency key was first used for a different request.
+    #[error("the idempotency key was used for a different request")]
+    KeyReused,
     #[error(transparent)]
-    Unknown(#[from] anyhow::Error),
+    Failed(#[from] Failure),
 }
 
-/// Using points (outside of a payment).
+/// Using points outside of a payment.
 #[derive(Debug, thiserror::Error)]
-pub enum UsePointsError {
+pub enum UseError {
     #[error("balance {balance} does not cover {needed}")]
     InsufficientPoints { balance: u64, needed: u64 },
-    #[error("the wallet changed concurrently; retry")]
-    Conflict,
-    #[error("another request holds the lock on this wallet")]
-    LockTimeout,
-    #[error("the lock on this wallet was lost before the write")]
-    LockLost,
-    #[error("storage or lock service unavailable")]
-    Unavailable(#[source] anyhow::Error),
     #[error(transparent)]
-    Unknown(#[from] anyhow::Error),
+    Failed(#[from] Failure),
 }
 
 /// Paying a reservation.
@@ -81,123 +122,73 @@ pub enum PayError {
     NotFound,
     #[error("the reservation expired before payment")]
     Expired,
+    /// Confirmed already (or no longer payable: cancelled, refunded).
     #[error("the reservation is already paid")]
     AlreadyPaid,
     #[error("balance {balance} does not cover {needed}")]
     InsufficientPoints { balance: u64, needed: u64 },
-    #[error("the wallet or reservation changed concurrently; retry")]
-    Conflict,
-    #[error("another request holds the lock on this wallet")]
-    LockTimeout,
-    #[error("the lock on this wallet was lost before the write")]
-    LockLost,
-    #[error("storage or lock service unavailable")]
-    Unavailable(#[source] anyhow::Error),
+    #[error("the idempotency key was used for a different request")]
+    KeyReused,
+    #[error("not admitted by the waiting room")]
+    NotAdmitted,
     #[error(transparent)]
-    Unknown(#[from] anyhow::Error),
+    Failed(#[from] Failure),
 }
 
-impl PartialEq for PayError {
-    /// Business variants compare by value; infrastructure variants never
-    /// compare equal (their causes are opaque).
-    fn eq(&self, other: &Self) -> bool {
-        use PayError::*;
-        match (self, other) {
-            (NotFound, NotFound)
-            | (Expired, Expired)
-            | (AlreadyPaid, AlreadyPaid)
-            | (Conflict, Conflict)
-            | (LockTimeout, LockTimeout)
-            | (LockLost, LockLost) => true,
-            (
-                InsufficientPoints { balance, needed },
-                InsufficientPoints {
-                    balance: b,
-                    needed: n,
-                },
-            ) => balance == b && needed == n,
-            _ => false,
-        }
-    }
+/// Cancelling a hold.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("no such reservation")]
+    NotFound,
+    /// Confirmed reservations are refunded, not cancelled.
+    #[error("the reservation is paid; refund it instead")]
+    AlreadyPaid,
+    #[error("the hold has expired")]
+    Expired,
+    #[error(transparent)]
+    Failed(#[from] Failure),
 }
 
-/// The shared shape of every write operation's error, so that the strategy
-/// runner can retry conflicts and turn lock failures into each operation's
-/// own variants.
-pub trait OperationError: From<LockError> + std::error::Error + Send + 'static {
-    /// An optimistic conflict the caller may retry.
-    fn is_conflict(&self) -> bool;
+/// Refunding a payment.
+#[derive(Debug, thiserror::Error)]
+pub enum RefundError {
+    #[error("no such payment")]
+    NotFound,
+    /// The show starts sooner than the refund cut-off.
+    #[error("refunds close {hours} hours before the show")]
+    Closed { hours: u32 },
+    #[error(transparent)]
+    Failed(#[from] Failure),
 }
 
-macro_rules! operation_error {
-    ($ty:ident) => {
-        impl From<LockError> for $ty {
-            fn from(e: LockError) -> Self {
-                match e {
-                    LockError::Timeout => $ty::LockTimeout,
-                    LockError::NotHeld => $ty::LockLost,
-                    LockError::Unavailable(cause) => $ty::Unavailable(cause),
-                    LockError::Unknown(cause) => $ty::Unknown(cause),
-                }
-            }
-        }
-
-        impl OperationError for $ty {
-            fn is_conflict(&self) -> bool {
-                matches!(self, $ty::Conflict)
-            }
-        }
-    };
+/// Creating catalogue entries.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Invalid(#[from] crate::ids::InvalidValue),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Failed(#[from] Failure),
 }
 
-operation_error!(ReserveError);
-operation_error!(ChargeError);
-operation_error!(UsePointsError);
-operation_error!(PayError);
+operation_error!(
+    QueryError,
+    ReserveError,
+    ChargeError,
+    UseError,
+    PayError,
+    CancelError,
+    RefundError,
+    AdminError,
+);
 
-impl From<PointRule> for ChargeError {
-    fn from(rule: PointRule) -> Self {
-        match rule {
-            PointRule::BalanceLimit {
-                balance,
-                amount,
-                max,
-            } => ChargeError::BalanceLimit {
-                balance,
-                amount,
-                max,
-            },
-            PointRule::Insufficient { .. } => {
-                ChargeError::Unknown(anyhow::anyhow!("a charge cannot be insufficient: {rule}"))
-            }
-        }
-    }
-}
-
-impl From<PointRule> for UsePointsError {
-    fn from(rule: PointRule) -> Self {
-        match rule {
-            PointRule::Insufficient { balance, needed } => {
-                UsePointsError::InsufficientPoints { balance, needed }
-            }
-            PointRule::BalanceLimit { .. } => {
-                UsePointsError::Unknown(anyhow::anyhow!("a use cannot exceed the limit: {rule}"))
-            }
-        }
-    }
-}
-
-impl From<PointRule> for PayError {
-    fn from(rule: PointRule) -> Self {
-        match rule {
-            PointRule::Insufficient { balance, needed } => {
-                PayError::InsufficientPoints { balance, needed }
-            }
-            PointRule::BalanceLimit { .. } => {
-                PayError::Unknown(anyhow::anyhow!("a payment cannot exceed the limit: {rule}"))
-            }
-        }
-    }
+fn join(seats: &[SeatNumber]) -> String {
+    seats
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -205,70 +196,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lock_errors_become_operation_variants() {
+    fn only_wrapped_conflicts_are_retryable() {
+        assert!(ReserveError::from(Failure::Conflict).is_conflict());
+        assert!(!ReserveError::from(Failure::LockTimeout).is_conflict());
+        assert!(
+            !ReserveError::SeatUnavailable {
+                seats: vec![],
+                yours: None
+            }
+            .is_conflict()
+        );
+        assert!(ChargeError::Failed(Failure::Conflict).is_conflict());
+        assert!(
+            !UseError::InsufficientPoints {
+                balance: 1,
+                needed: 2
+            }
+            .is_conflict()
+        );
         assert!(matches!(
-            ReserveError::from(LockError::Timeout),
-            ReserveError::LockTimeout
-        ));
-        assert!(matches!(
-            ChargeError::from(LockError::NotHeld),
-            ChargeError::LockLost
-        ));
-        assert!(matches!(
-            UsePointsError::from(LockError::Unavailable(anyhow::anyhow!("down"))),
-            UsePointsError::Unavailable(_)
-        ));
-        assert!(matches!(
-            PayError::from(LockError::Unknown(anyhow::anyhow!("odd"))),
-            PayError::Unknown(_)
+            PayError::from(Failure::LockLost).failure(),
+            Some(Failure::LockLost)
         ));
     }
 
     #[test]
-    fn only_conflicts_are_retryable() {
-        assert!(ReserveError::Conflict.is_conflict());
-        assert!(!ReserveError::SeatUnavailable.is_conflict());
-        assert!(ChargeError::Conflict.is_conflict());
-        assert!(!UsePointsError::LockTimeout.is_conflict());
-        assert!(PayError::Conflict.is_conflict());
-    }
-
-    #[test]
-    fn point_rules_map_to_the_operation() {
-        let insufficient = PointRule::Insufficient {
-            balance: 3,
-            needed: 5,
+    fn messages_name_the_seats() {
+        let e = ReserveError::SeatUnavailable {
+            seats: vec![SeatNumber::new(3).unwrap(), SeatNumber::new(9).unwrap()],
+            yours: None,
         };
-        assert_eq!(
-            PayError::from(insufficient),
-            PayError::InsufficientPoints {
-                balance: 3,
-                needed: 5
-            }
-        );
-        assert!(matches!(
-            UsePointsError::from(insufficient),
-            UsePointsError::InsufficientPoints {
-                balance: 3,
-                needed: 5
-            }
-        ));
-        let limit = PointRule::BalanceLimit {
-            balance: 1,
-            amount: 2,
-            max: 2,
-        };
-        assert!(matches!(
-            ChargeError::from(limit),
-            ChargeError::BalanceLimit { .. }
-        ));
-        assert!(matches!(
-            ChargeError::from(insufficient),
-            ChargeError::Unknown(_)
-        ));
-        assert_ne!(
-            PayError::Unavailable(anyhow::anyhow!("x")),
-            PayError::Unavailable(anyhow::anyhow!("x"))
-        );
+        assert_eq!(e.to_string(), "seat 3, 9 is held or sold");
     }
 }

@@ -1,7 +1,11 @@
 //! Identifiers and validated value types. Their fields are private: a value
-//! that exists has passed its constructor.
+//! that exists has passed its constructor. They serialize (as plain numbers
+//! or strings, for event payloads) but never deserialize, so no adapter can
+//! skip a constructor.
 
 use std::fmt;
+
+use serde::Serialize;
 
 /// A value refused by a constructor, with a message fit for a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,7 +27,8 @@ impl InvalidValue {
 macro_rules! positive_id {
     ($(#[$meta:meta])* $name:ident, $field:literal) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
         pub struct $name(u64);
 
         impl $name {
@@ -64,7 +69,7 @@ positive_id!(
 positive_id!(ConcertId, "concertId");
 positive_id!(ScheduleId, "scheduleId");
 positive_id!(
-    /// Storage identity of one seat row (a schedule's seat number).
+    /// Storage identity of one seat (a schedule's seat number).
     SeatId,
     "seatId"
 );
@@ -72,7 +77,8 @@ positive_id!(ReservationId, "reservationId");
 positive_id!(PaymentId, "paymentId");
 
 /// Seat number within a schedule: 1 to [`SeatNumber::MAX`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
 pub struct SeatNumber(u8);
 
 impl SeatNumber {
@@ -106,12 +112,13 @@ impl fmt::Display for SeatNumber {
 }
 
 /// A client-chosen key that makes a retried charge or payment return the
-/// first result instead of acting twice: 1 to 100 visible ASCII characters.
+/// first result instead of acting twice: 1 to [`IdempotencyKey::MAX_LEN`]
+/// visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
-    pub const MAX_LEN: usize = 100;
+    pub const MAX_LEN: usize = 255;
 
     pub fn new(value: &str) -> Result<Self, InvalidValue> {
         let ok = !value.is_empty()
@@ -156,12 +163,12 @@ mod tests {
     }
 
     #[test]
-    fn idempotency_keys_are_short_visible_ascii() {
+    fn idempotency_keys_are_visible_ascii_up_to_255_bytes() {
         assert!(IdempotencyKey::new("order-17").is_ok());
         assert!(IdempotencyKey::new("").is_err());
         assert!(IdempotencyKey::new("has space").is_err());
         assert!(IdempotencyKey::new("é").is_err());
-        assert!(IdempotencyKey::new(&"k".repeat(100)).is_ok());
-        assert!(IdempotencyKey::new(&"k".repeat(101)).is_err());
+        assert!(IdempotencyKey::new(&"k".repeat(255)).is_ok());
+        assert!(IdempotencyKey::new(&"k".repeat(256)).is_err());
     }
 }

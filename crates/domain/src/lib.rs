@@ -1,59 +1,77 @@
 //! Pure core of the concert reservation service.
 //!
-//! This crate holds the models, the business rules as plain functions, the
-//! ports (traits) that adapters implement, and the use cases (services) that
-//! drive them. It performs no I/O and depends on no database, network or
-//! runtime crate: adapters depend on it, never the other way round.
+//! This crate holds the models and their rules (plain values and pure
+//! functions), the domain events, the ports (traits) that adapters
+//! implement, and the use cases (services) that drive them. It performs no
+//! I/O and depends on no storage, network or runtime crate: adapters depend
+//! on it, never the other way round.
 //!
-//! How a decision meets a transaction: a service hands a repository a
-//! *command* (for example [`HoldSeat`] or [`ChangePoints`]) and a
-//! [`WriteMode`]; the repository loads the aggregate inside its transaction,
-//! asks the aggregate's pure rule (`Seat::hold`, `Wallet::apply`,
-//! `Reservation::check_payable`) for the decision, and writes it with the
-//! locking the mode names. The rules live here; the SQL lives in the adapter.
+//! - [`model`]: seats, reservations, wallets, payments, the catalogue, and
+//!   the rules that decide every change (`Seat::hold`, `Wallet::apply`,
+//!   `Reservation::check_payable`, `Payment::refund`, ...).
+//! - [`events`]: what a change publishes, recorded in the same unit of work.
+//! - [`ports`]: storage as units of work handing out repositories, plain
+//!   reads, the catalogue; [`lock`]: exclusive locks with fencing tokens;
+//!   [`clock`]: time.
+//! - [`control`]: the protections of the brief (optimistic, pessimistic,
+//!   atomic, fenced under a lock) and the per-operation [`Control`] the app
+//!   chooses from configuration.
+//! - [`services`]: the use cases. Each shows its steps: begin a unit of work
+//!   with the protection chosen, load, apply the rule, save, record the
+//!   events, commit.
+//! - [`error`]: one [`Failure`] for what can happen to any operation, and
+//!   one enum of business refusals per operation.
 
-pub mod catalogue;
 pub mod clock;
+pub mod control;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod lock;
-pub mod payment;
-pub mod points;
+pub mod model;
 pub mod ports;
-pub mod seat;
 pub mod services;
-pub mod strategy;
 
-pub use catalogue::{Concert, ScheduleSummary, SeatStatus, SeatView};
+#[cfg(any(test, feature = "mock"))]
+pub mod memory;
+
 pub use clock::Clock;
-pub use error::{ChargeError, PayError, QueryError, ReserveError, UsePointsError};
+pub use control::{Control, Observer, Operation, Protection, RetryPolicy, Unobserved};
+pub use error::{
+    AdminError, CancelError, ChargeError, Failure, OperationError, PayError, QueryError,
+    RefundError, ReserveError, UseError,
+};
+pub use events::{Event, EventType, Payload, Stream};
 pub use ids::{
     ConcertId, IdempotencyKey, InvalidValue, PaymentId, ReservationId, ScheduleId, SeatId,
     SeatNumber, UserId,
 };
-pub use lock::{DistributedLock, Fence, LockError, LockGuard, LockKey, LockOptions, with_lock};
-pub use payment::{PayReservation, Payment};
-pub use points::{
-    ChangePoints, HistoryEntry, MAX_AMOUNT, MAX_BALANCE, PointBalance, PointChange, PointKind,
+pub use lock::{DistributedLock, Fence, Fences, HeldLock, LockKey, LockOptions, with_locks};
+pub use model::catalogue::{
+    Concert, NewSchedule, Schedule, ScheduleSummary, SeatStatus, SeatView, Title,
+};
+pub use model::payment::{NewPayment, Payment, PaymentStatus};
+pub use model::room::{RoomEntry, RoomRules, RoomStatus, RoomView};
+pub use model::seat::{
+    HoldDecision, NewReservation, Reservation, ReservationStatus, Seat, SeatState, SeatTaken,
+};
+pub use model::wallet::{
+    HistoryEntry, MAX_AMOUNT, MAX_BALANCE, NewHistoryEntry, PointBalance, PointChange, PointKind,
     PointRule, Points, Wallet,
 };
-pub use ports::{CatalogueRepository, PaymentRepository, SeatRepository, WalletRepository};
-pub use seat::{HoldDecision, HoldSeat, Reservation, ReservationStatus, Seat, SeatState};
-pub use services::{
-    catalogue::CatalogueService,
-    payment::PaymentService,
-    points::{ChargePoints, PointService, UsePoints},
-    reservation::{ReservationService, ReserveSeat},
+pub use ports::{
+    CatalogueRepository, Claim, IdempotencyRepository, KeyScope, Outbox, PaymentRepository,
+    Queries, ReservationRepository, SeatRepository, Stored, Transactions, UnitOfWork, WaitingRoom,
+    WalletRepository,
 };
-pub use strategy::{
-    Control, ControlStats, LockKind, RetryPolicy, Strategy, UnknownStrategy, WriteMode,
+pub use services::{
+    CatalogueService, ChargePoints, Controls, PayReservation, PaymentService, PointService, Policy,
+    Ports, ReservationService, ReserveSeat, ReserveSeats, Services, UsePoints,
 };
 
 #[cfg(any(test, feature = "mock"))]
 pub use clock::MockClock;
 #[cfg(any(test, feature = "mock"))]
-pub use lock::MockDistributedLock;
+pub use lock::{MockDistributedLock, TestHeldLock};
 #[cfg(any(test, feature = "mock"))]
-pub use ports::{
-    MockCatalogueRepository, MockPaymentRepository, MockSeatRepository, MockWalletRepository,
-};
+pub use ports::MockWaitingRoom;

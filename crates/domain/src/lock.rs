@@ -1,5 +1,6 @@
-//! The lock port, its guard and fencing token, and [`with_lock`], the one
-//! helper that orders lock and transaction correctly.
+//! The lock port: exclusive locks per key, possibly shared by many
+//! processes, each acquisition with a fencing token; and [`with_locks`], the
+//! one helper that orders locks and the transaction correctly.
 
 use std::any::Any;
 use std::fmt;
@@ -9,15 +10,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::error::Failure;
 use crate::ids::{ScheduleId, SeatNumber, UserId};
 
 /// What a lock protects, as a plain name (`seat:3:7`, `wallet:42`). Adapters
-/// add their own prefix and layout around it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// add their own prefix and layout around it. Keys order by name, and
+/// [`with_locks`] takes several keys in that order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LockKey(String);
 
 impl LockKey {
@@ -25,9 +28,10 @@ impl LockKey {
         Self(name.into())
     }
 
-    /// The lock on one seat of one schedule.
+    /// The lock on one seat of one schedule. Seat numbers are zero-padded so
+    /// that the keys of one schedule sort like the seat numbers.
     pub fn seat(schedule: ScheduleId, seat: SeatNumber) -> Self {
-        Self(format!("seat:{schedule}:{seat}"))
+        Self(format!("seat:{schedule}:{:02}", seat.get()))
     }
 
     /// The lock on one user's wallet (point use and payment).
@@ -51,9 +55,10 @@ impl fmt::Display for LockKey {
 pub struct LockOptions {
     /// The lease (TTL): a holder that vanishes blocks others at most this long.
     pub lease: Duration,
-    /// The wait budget: past it, acquisition fails with [`LockError::Timeout`].
+    /// The wait budget: past it, acquisition fails with
+    /// [`Failure::LockTimeout`].
     pub wait: Duration,
-    /// Renew the lease every third of it while the guard is held.
+    /// Renew the lease every third of it while the lock is held.
     pub watchdog: bool,
 }
 
@@ -68,10 +73,10 @@ impl Default for LockOptions {
 }
 
 /// The fencing token of one acquisition: a number that grows with every
-/// acquisition of the key, and a flag the watchdog raises when the lease
-/// turned out to be lost. Storage refuses a write whose token is lower than
-/// one it has already accepted, and a repository does not commit under a
-/// lost lease.
+/// acquisition of the key, and a flag the adapter raises when it learns
+/// that the lease was lost. Storage refuses a write whose token is lower
+/// than one it has already accepted, and a unit of work does not commit
+/// under a lost lease.
 #[derive(Debug, Clone)]
 pub struct Fence {
     token: u64,
@@ -95,144 +100,140 @@ impl Fence {
         self.lost.load(Ordering::Acquire)
     }
 
-    /// Called by the adapter's watchdog when a renewal finds the lock gone.
+    /// Called by the adapter (its watchdog) when the lock turned out gone.
     pub fn mark_lost(&self) {
         self.lost.store(true, Ordering::Release);
     }
 }
 
-/// Proof of one acquisition. Hand it back to [`DistributedLock::release`].
-/// The adapter may attach a keep-alive (its watchdog, a release-on-drop
-/// hook) that lives exactly as long as the guard.
-pub struct LockGuard {
-    key: LockKey,
-    owner: String,
-    fence: Fence,
-    keepalive: Option<Box<dyn Any + Send + Sync>>,
+/// One acquisition, as the adapter that made it keeps it (its owner token,
+/// its lease keep-alive). Dropping it without [`HeldLock::release`] releases
+/// the lock in the background; leaking it (`std::mem::forget`) behaves like
+/// a crashed holder, whose lease runs out.
+#[async_trait]
+pub trait HeldLock: Send + Sync + fmt::Debug {
+    fn key(&self) -> &LockKey;
+
+    fn fence(&self) -> &Fence;
+
+    /// Releases the lock if this acquisition still owns it.
+    ///
+    /// MUST NOT delete a lock that another acquisition owns now, and MUST
+    /// return [`Failure::LockLost`] in that case (the lease had run out).
+    async fn release(self: Box<Self>) -> Result<(), Failure>;
 }
 
-impl fmt::Debug for LockGuard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LockGuard")
-            .field("key", &self.key)
-            .field("owner", &self.owner)
-            .field("fence", &self.fence.token)
-            .finish_non_exhaustive()
-    }
-}
-
-impl LockGuard {
-    pub fn new(key: LockKey, owner: impl Into<String>, fence: Fence) -> Self {
-        Self {
-            key,
-            owner: owner.into(),
-            fence,
-            keepalive: None,
-        }
-    }
-
-    /// Attaches the adapter's keep-alive (dropped with the guard).
-    pub fn with_keepalive(mut self, keepalive: Box<dyn Any + Send + Sync>) -> Self {
-        self.keepalive = Some(keepalive);
-        self
-    }
-
-    /// Takes the keep-alive back, e.g. to stop a watchdog on release.
-    pub fn take_keepalive(&mut self) -> Option<Box<dyn Any + Send + Sync>> {
-        self.keepalive.take()
-    }
-
-    pub fn key(&self) -> &LockKey {
-        &self.key
-    }
-
-    /// The random owner token of this acquisition.
-    pub fn owner(&self) -> &str {
-        &self.owner
-    }
-
-    pub fn fence(&self) -> &Fence {
-        &self.fence
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    /// Not acquired within the wait budget.
-    #[error("lock not acquired within the wait budget")]
-    Timeout,
-    /// Released or renewed by someone who no longer owns the lock (its lease
-    /// ran out and, possibly, another holder took it).
-    #[error("the lock is not held by this owner any more")]
-    NotHeld,
-    /// The lock service cannot be reached.
-    #[error("lock service unavailable")]
-    Unavailable(#[source] anyhow::Error),
-    #[error(transparent)]
-    Unknown(#[from] anyhow::Error),
-}
-
-/// A mutual-exclusion lock per key, possibly shared by many processes.
+/// A mutual-exclusion lock per key.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait DistributedLock: Send + Sync {
     /// Acquires the lock on `key` for `options.lease`, waiting at most
-    /// `options.wait`. The guard carries a random owner token and a fencing
-    /// token greater than every earlier acquisition's for this key.
+    /// `options.wait`. The acquisition carries a fencing token greater than
+    /// every earlier acquisition's for this key.
     ///
-    /// MUST return [`LockError::Timeout`] when the wait budget runs out and
-    /// [`LockError::Unavailable`] when the lock service cannot be reached;
-    /// it MUST NOT wait longer than the budget (plus one round trip).
-    async fn acquire(&self, key: &LockKey, options: LockOptions) -> Result<LockGuard, LockError>;
-
-    /// Releases the lock if `guard` still owns it, and stops its watchdog.
-    ///
-    /// MUST NOT delete a lock owned by another token, and MUST return
-    /// [`LockError::NotHeld`] in that case (the lease had run out).
-    async fn release(&self, guard: LockGuard) -> Result<(), LockError>;
+    /// MUST return [`Failure::LockTimeout`] when the wait budget runs out and
+    /// [`Failure::Unavailable`] when the lock service cannot be reached; it
+    /// MUST NOT wait longer than the budget (plus one round trip).
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        options: LockOptions,
+    ) -> Result<Box<dyn HeldLock>, Failure>;
 }
 
 #[async_trait]
 impl<T: DistributedLock + ?Sized> DistributedLock for Arc<T> {
-    async fn acquire(&self, key: &LockKey, options: LockOptions) -> Result<LockGuard, LockError> {
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        options: LockOptions,
+    ) -> Result<Box<dyn HeldLock>, Failure> {
         (**self).acquire(key, options).await
-    }
-
-    async fn release(&self, guard: LockGuard) -> Result<(), LockError> {
-        (**self).release(guard).await
     }
 }
 
-/// Runs `work` under the lock on `key`, in the only safe order:
-/// **acquire -> begin transaction -> decide -> commit -> release**.
+/// The fences of the locks a unit of work runs under, by key.
+#[derive(Debug, Clone, Default)]
+pub struct Fences(Vec<(LockKey, Fence)>);
+
+impl Fences {
+    pub fn new(fences: Vec<(LockKey, Fence)>) -> Self {
+        Self(fences)
+    }
+
+    /// The fence of the lock on `key`, if the work holds that lock.
+    pub fn get(&self, key: &LockKey) -> Option<&Fence> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, f)| f)
+    }
+
+    /// True when any of the locks was lost: the work must not commit.
+    pub fn any_lost(&self) -> bool {
+        self.0.iter().any(|(_, f)| f.is_lost())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&LockKey, &Fence)> {
+        self.0.iter().map(|(k, f)| (k, f))
+    }
+}
+
+/// Runs `work` under the locks on `keys`, in the only safe order:
+/// **acquire (every key, in key order) -> begin transaction -> decide ->
+/// commit -> release**.
 ///
-/// `work` receives the acquisition's [`Fence`] and must run (and finish) its
-/// whole transaction before it returns; the lock is released only after that
-/// future has completed, whether it returned `Ok`, `Err`, or panicked (the
-/// panic is re-raised after the release). If the release reports that the
-/// lease was lost, the work's result stands (storage already checked the
-/// fence); the loss is logged.
-pub async fn with_lock<L, T, E, F, Fut>(
-    lock: &L,
-    key: &LockKey,
+/// Keys are taken sorted and de-duplicated, so two callers that need
+/// overlapping sets can never each hold a part and wait for the other;
+/// `options.wait` is the budget for all of them together. `work` receives
+/// the acquisitions' [`Fences`] and must run (and finish) its whole
+/// transaction before it returns. The locks are released after that future
+/// has completed, whether it returned `Ok`, `Err`, or panicked (the panic is
+/// re-raised after the release). A release that reports the lease lost does
+/// not change the work's result (storage already checked the fence); it is
+/// logged.
+pub async fn with_locks<T, E, F, Fut>(
+    lock: &dyn DistributedLock,
+    keys: &[LockKey],
     options: LockOptions,
     work: F,
 ) -> Result<T, E>
 where
-    L: DistributedLock + ?Sized,
-    F: FnOnce(Fence) -> Fut,
+    F: FnOnce(Fences) -> Fut,
     Fut: Future<Output = Result<T, E>>,
-    E: From<LockError>,
+    E: From<Failure>,
 {
-    let guard = lock.acquire(key, options).await?;
-    let fence = guard.fence().clone();
-    let outcome = CatchUnwind(Box::pin(work(fence))).await;
-    if let Err(e) = lock.release(guard).await {
-        tracing::warn!(%key, error = %e, "lock release failed after the work finished");
+    let mut keys = keys.to_vec();
+    keys.sort();
+    keys.dedup();
+    let started = Instant::now();
+    let mut held: Vec<Box<dyn HeldLock>> = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let wait = options.wait.saturating_sub(started.elapsed());
+        match lock.acquire(key, LockOptions { wait, ..options }).await {
+            Ok(h) => held.push(h),
+            Err(e) => {
+                release_all(held).await;
+                return Err(e.into());
+            }
+        }
     }
+    let fences = Fences::new(
+        held.iter()
+            .map(|h| (h.key().clone(), h.fence().clone()))
+            .collect(),
+    );
+    let outcome = CatchUnwind(Box::pin(work(fences))).await;
+    release_all(held).await;
     match outcome {
         Ok(result) => result,
         Err(panic) => resume_unwind(panic),
+    }
+}
+
+async fn release_all(held: Vec<Box<dyn HeldLock>>) {
+    for h in held.into_iter().rev() {
+        let key = h.key().clone();
+        if let Err(e) = h.release().await {
+            tracing::warn!(%key, error = %e, "lock release failed after the work finished");
+        }
     }
 }
 
@@ -253,96 +254,139 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
+/// A [`HeldLock`] for tests of code that takes locks: it records its
+/// release in a shared log and can be told to report the lease lost.
+#[cfg(any(test, feature = "mock"))]
+#[derive(Debug)]
+pub struct TestHeldLock {
+    pub key: LockKey,
+    pub fence: Fence,
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+    pub lost_on_release: bool,
+}
+
+#[cfg(any(test, feature = "mock"))]
+#[async_trait]
+impl HeldLock for TestHeldLock {
+    fn key(&self) -> &LockKey {
+        &self.key
+    }
+
+    fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), Failure> {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("release {}", self.key));
+        if self.lost_on_release {
+            Err(Failure::LockLost)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(any(test, feature = "mock"))]
+impl MockDistributedLock {
+    /// A mock lock that grants every key, handing out fences `first`,
+    /// `first + 1`, ... and logging `acquire <key>` / `release <key>`.
+    pub fn granting(first: u64, log: Arc<std::sync::Mutex<Vec<String>>>) -> Self {
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(first));
+        let mut lock = MockDistributedLock::new();
+        lock.expect_acquire().returning(move |key, _| {
+            log.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("acquire {key}"));
+            Ok(Box::new(TestHeldLock {
+                key: key.clone(),
+                fence: Fence::new(next.fetch_add(1, Ordering::SeqCst)),
+                log: log.clone(),
+                lost_on_release: false,
+            }))
+        });
+        lock
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// Records the order of lock events.
-    fn recording_lock(log: Arc<Mutex<Vec<String>>>, fence: u64) -> MockDistributedLock {
-        let mut lock = MockDistributedLock::new();
-        let acquire_log = log.clone();
-        lock.expect_acquire().times(1).returning(move |key, _| {
-            acquire_log.lock().unwrap().push(format!("acquire {key}"));
-            Ok(LockGuard::new(key.clone(), "owner-1", Fence::new(fence)))
-        });
-        lock.expect_release().times(1).returning(move |guard| {
-            log.lock()
-                .unwrap()
-                .push(format!("release {} {}", guard.key(), guard.owner()));
-            Ok(())
-        });
-        lock
+    fn log() -> Arc<Mutex<Vec<String>>> {
+        Arc::new(Mutex::new(Vec::new()))
     }
 
     #[tokio::test]
-    async fn releases_after_the_work_and_passes_the_fence() {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lock = recording_lock(log.clone(), 41);
-        let key = LockKey::new("seat:1:1");
+    async fn releases_after_the_work_and_passes_the_fences() {
+        let log = log();
+        let lock = MockDistributedLock::granting(41, log.clone());
         let work_log = log.clone();
-        let out: Result<u64, LockError> =
-            with_lock(&lock, &key, LockOptions::default(), |fence| async move {
+        let key = LockKey::new("seat:1:01");
+        let keys = [key.clone()];
+        let out: Result<u64, Failure> =
+            with_locks(&lock, &keys, LockOptions::default(), |fences| async move {
                 work_log.lock().unwrap().push("begin-commit".into());
-                Ok(fence.token())
+                Ok(fences.get(&key).map(Fence::token).unwrap_or_default())
             })
             .await;
         assert_eq!(out.unwrap(), 41);
         assert_eq!(
             *log.lock().unwrap(),
+            ["acquire seat:1:01", "begin-commit", "release seat:1:01"]
+        );
+    }
+
+    #[tokio::test]
+    async fn several_keys_are_taken_sorted_once_and_released_in_reverse() {
+        let log = log();
+        let lock = MockDistributedLock::granting(1, log.clone());
+        let keys = [
+            LockKey::new("seat:1:09"),
+            LockKey::new("seat:1:02"),
+            LockKey::new("seat:1:09"),
+        ];
+        let out: Result<usize, Failure> =
+            with_locks(&lock, &keys, LockOptions::default(), |fences| async move {
+                Ok(fences.iter().count())
+            })
+            .await;
+        assert_eq!(out.unwrap(), 2);
+        assert_eq!(
+            *log.lock().unwrap(),
             [
-                "acquire seat:1:1",
-                "begin-commit",
-                "release seat:1:1 owner-1"
+                "acquire seat:1:02",
+                "acquire seat:1:09",
+                "release seat:1:09",
+                "release seat:1:02"
             ]
         );
     }
 
     #[tokio::test]
-    async fn releases_when_the_work_fails() {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lock = recording_lock(log.clone(), 1);
-        let key = LockKey::new("wallet:9");
-        let out: Result<(), LockError> =
-            with_lock(&lock, &key, LockOptions::default(), |_| async {
-                Err(LockError::Unknown(anyhow::anyhow!("rolled back")))
-            })
-            .await;
-        assert!(matches!(out, Err(LockError::Unknown(_))));
-        assert_eq!(log.lock().unwrap().len(), 2);
-    }
-
-    #[tokio::test]
-    async fn releases_when_the_work_panics_then_re_raises() {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lock = Arc::new(recording_lock(log.clone(), 1));
-        let task_lock = lock.clone();
-        let joined = tokio::spawn(async move {
-            let key = LockKey::new("seat:2:2");
-            let _: Result<(), LockError> =
-                with_lock(&*task_lock, &key, LockOptions::default(), |_| async {
-                    panic!("bug in the closure")
-                })
-                .await;
-        })
-        .await;
-        assert!(joined.unwrap_err().is_panic());
-        assert_eq!(
-            *log.lock().unwrap(),
-            ["acquire seat:2:2", "release seat:2:2 owner-1"]
-        );
-    }
-
-    #[tokio::test]
-    async fn no_work_without_the_lock() {
+    async fn a_failed_acquisition_releases_what_was_taken_and_skips_the_work() {
+        let log = log();
+        let granted = log.clone();
         let mut lock = MockDistributedLock::new();
-        lock.expect_acquire()
-            .returning(|_, _| Err(LockError::Timeout));
-        lock.expect_release().never();
+        lock.expect_acquire().returning(move |key, _| {
+            if key.as_str().ends_with("02") {
+                Ok(Box::new(TestHeldLock {
+                    key: key.clone(),
+                    fence: Fence::new(1),
+                    log: granted.clone(),
+                    lost_on_release: false,
+                }))
+            } else {
+                Err(Failure::LockTimeout)
+            }
+        });
         let ran = AtomicBool::new(false);
-        let out: Result<(), LockError> = with_lock(
+        let out: Result<(), Failure> = with_locks(
             &lock,
-            &LockKey::new("k"),
+            &[LockKey::new("seat:1:02"), LockKey::new("seat:1:03")],
             LockOptions::default(),
             |_| async {
                 ran.store(true, Ordering::SeqCst);
@@ -350,19 +394,62 @@ mod tests {
             },
         )
         .await;
-        assert!(matches!(out, Err(LockError::Timeout)));
+        assert!(matches!(out, Err(Failure::LockTimeout)));
         assert!(!ran.load(Ordering::SeqCst));
+        assert_eq!(*log.lock().unwrap(), ["release seat:1:02"]);
     }
 
     #[tokio::test]
-    async fn a_failed_release_keeps_the_committed_result() {
-        let mut lock = MockDistributedLock::new();
-        lock.expect_acquire()
-            .returning(|key, _| Ok(LockGuard::new(key.clone(), "o", Fence::new(3))));
-        lock.expect_release().returning(|_| Err(LockError::NotHeld));
-        let out: Result<u8, LockError> = with_lock(
+    async fn releases_when_the_work_fails_or_panics() {
+        let log = log();
+        let lock = MockDistributedLock::granting(1, log.clone());
+        let out: Result<(), Failure> = with_locks(
             &lock,
-            &LockKey::new("k"),
+            &[LockKey::new("wallet:9")],
+            LockOptions::default(),
+            |_| async { Err(Failure::Conflict) },
+        )
+        .await;
+        assert!(matches!(out, Err(Failure::Conflict)));
+
+        let lock = Arc::new(lock);
+        let task_lock = lock.clone();
+        let joined = tokio::spawn(async move {
+            let _: Result<(), Failure> = with_locks(
+                &*task_lock,
+                &[LockKey::new("seat:2:02")],
+                LockOptions::default(),
+                |_| async { panic!("bug in the closure") },
+            )
+            .await;
+        })
+        .await;
+        assert!(joined.unwrap_err().is_panic());
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "acquire wallet:9",
+                "release wallet:9",
+                "acquire seat:2:02",
+                "release seat:2:02"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_on_release_keeps_the_committed_result() {
+        let mut lock = MockDistributedLock::new();
+        lock.expect_acquire().returning(|key, _| {
+            Ok(Box::new(TestHeldLock {
+                key: key.clone(),
+                fence: Fence::new(3),
+                log: Arc::default(),
+                lost_on_release: true,
+            }))
+        });
+        let out: Result<u8, Failure> = with_locks(
+            &lock,
+            &[LockKey::new("k")],
             LockOptions::default(),
             |_| async { Ok(7) },
         )
@@ -373,17 +460,19 @@ mod tests {
     #[test]
     fn fence_flags_loss_for_every_clone() {
         let fence = Fence::new(5);
-        let seen_by_repository = fence.clone();
-        assert!(!seen_by_repository.is_lost());
+        let fences = Fences::new(vec![(LockKey::new("k"), fence.clone())]);
+        assert!(!fences.any_lost());
         fence.mark_lost();
-        assert!(seen_by_repository.is_lost());
-        assert_eq!(seen_by_repository.token(), 5);
+        assert!(fences.any_lost());
+        assert_eq!(fences.get(&LockKey::new("k")).unwrap().token(), 5);
+        assert!(fences.get(&LockKey::new("other")).is_none());
     }
 
     #[test]
-    fn keys_name_what_they_protect() {
-        let seat = LockKey::seat(ScheduleId::from(3), SeatNumber::new(7).unwrap());
-        assert_eq!(seat.as_str(), "seat:3:7");
+    fn keys_name_what_they_protect_and_sort_by_seat() {
+        let seat = |n| LockKey::seat(ScheduleId::from(3), SeatNumber::new(n).unwrap());
+        assert_eq!(seat(7).as_str(), "seat:3:07");
+        assert!(seat(9) < seat(10));
         assert_eq!(LockKey::wallet(UserId::from(42)).to_string(), "wallet:42");
     }
 }

@@ -1,183 +1,397 @@
 //! Outbound ports: what the use cases need from storage. Each method's doc
-//! names the error it MUST return in which case; the adapters' integration
-//! tests hold them to it.
+//! names what it MUST return in which case; the adapters' integration tests
+//! hold them to it.
+//!
+//! Writes happen inside a [`UnitOfWork`], begun by [`Transactions::begin`]
+//! with the [`Protection`] the operation's control chose: one transaction on
+//! one connection, handing out the repositories. A use case loads, applies
+//! its pure rule, saves, records its events, and commits; any error rolls
+//! everything back. Reads that change nothing go through [`Queries`] and
+//! [`CatalogueRepository`].
+//!
+//! Lock order, which every unit of work follows so that concurrent units
+//! queue instead of deadlocking: the user's hold counter, then seats (by
+//! number), then reservations, then payments, then the wallet.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::catalogue::{Concert, ScheduleSummary};
-use crate::error::{ChargeError, PayError, QueryError, ReserveError, UsePointsError};
-use crate::ids::{ConcertId, ReservationId, ScheduleId, UserId};
-use crate::payment::{PayReservation, Payment};
-use crate::points::{ChangePoints, HistoryEntry, PointBalance, Wallet};
-use crate::seat::{HoldSeat, Reservation, Seat};
-use crate::strategy::WriteMode;
+use crate::control::Protection;
+use crate::error::Failure;
+use crate::events::Event;
+use crate::ids::{
+    ConcertId, IdempotencyKey, PaymentId, ReservationId, ScheduleId, SeatId, SeatNumber, UserId,
+};
+use crate::model::catalogue::{Concert, NewSchedule, Schedule, ScheduleSummary, Title};
+use crate::model::payment::{NewPayment, Payment, PaymentStatus};
+use crate::model::room::RoomView;
+use crate::model::seat::{NewReservation, Reservation, ReservationStatus, Seat};
+use crate::model::wallet::{HistoryEntry, NewHistoryEntry, PointChange, Wallet};
 
-/// Concerts, schedules and seat maps (read-only).
+/// Opens units of work.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait Transactions: Send + Sync {
+    /// Begins a unit of work protected by `protection`.
+    ///
+    /// MUST return [`Failure::Unavailable`] when storage cannot be reached.
+    async fn begin(&self, protection: Protection) -> Result<Box<dyn UnitOfWork>, Failure>;
+}
+
+/// One transaction on one connection. Every repository it hands out works
+/// inside it; nothing is visible to others before [`UnitOfWork::commit`].
+/// Dropped without commit, it rolls back.
+///
+/// Every repository method MAY return [`Failure::Unavailable`] (storage
+/// unreachable or too slow) and [`Failure::Conflict`] (a deadlock or lock
+/// wait timeout); the unit is then unusable and must be rolled back.
+#[async_trait]
+pub trait UnitOfWork: Send {
+    fn seats(&mut self) -> &mut dyn SeatRepository;
+    fn reservations(&mut self) -> &mut dyn ReservationRepository;
+    fn wallets(&mut self) -> &mut dyn WalletRepository;
+    fn payments(&mut self) -> &mut dyn PaymentRepository;
+    fn idempotency(&mut self) -> &mut dyn IdempotencyRepository;
+    fn outbox(&mut self) -> &mut dyn Outbox;
+
+    /// Makes every write of the unit durable at once.
+    ///
+    /// Under [`Protection::Fenced`], MUST return [`Failure::LockLost`] and
+    /// commit nothing when any of the fences is lost.
+    async fn commit(self: Box<Self>) -> Result<(), Failure>;
+
+    /// Discards every write. Never fails: a unit that cannot be rolled back
+    /// is discarded with its connection.
+    async fn rollback(self: Box<Self>);
+}
+
+/// Seats, inside a unit of work.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait SeatRepository: Send {
+    /// The given seats of `schedule` that exist, by ascending number (the
+    /// numbers need not be sorted). Under [`Protection::Pessimistic`] they
+    /// stay locked until the unit ends, taken in that order.
+    ///
+    /// Under [`Protection::Fenced`], MUST return [`Failure::LockLost`] when
+    /// the fence of a seat's lock key is lost or a newer token already
+    /// wrote that seat: a stale holder decides nothing.
+    async fn find(
+        &mut self,
+        schedule: ScheduleId,
+        numbers: &[SeatNumber],
+    ) -> Result<Vec<Seat>, Failure>;
+
+    /// The seat, locked until the unit ends whatever the protection: the
+    /// seat is the anchor that serializes every change of its reservations
+    /// and payments.
+    async fn lock(&mut self, id: SeatId) -> Result<Option<Seat>, Failure>;
+
+    /// Writes `seat`, whose `version` is one more than the version read.
+    ///
+    /// MUST return [`Failure::Conflict`] when the stored version is not
+    /// `seat.version - 1` (someone wrote it since); under
+    /// [`Protection::Fenced`] with a fence for this seat's lock key, MUST
+    /// return [`Failure::LockLost`] when a newer token already wrote the
+    /// seat, and record the token otherwise.
+    async fn save(&mut self, seat: &Seat) -> Result<(), Failure>;
+
+    /// [`Protection::Atomic`]: holds the seat for `user` until `until` with
+    /// one conditional write, if it is available or its hold ended at or
+    /// before `now`. True if it was written, false if the seat is taken or
+    /// does not exist.
+    async fn hold_if_free(
+        &mut self,
+        schedule: ScheduleId,
+        number: SeatNumber,
+        user: UserId,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, Failure>;
+
+    /// Frees those of `seats` that are still held by a hold that ended at or
+    /// before `now`; returns how many it freed.
+    async fn release_expired(
+        &mut self,
+        seats: &[SeatId],
+        now: DateTime<Utc>,
+    ) -> Result<u64, Failure>;
+}
+
+/// Reservations, inside a unit of work.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait ReservationRepository: Send {
+    /// The reservation as last committed (or as written in this unit).
+    async fn find(&mut self, id: ReservationId) -> Result<Option<Reservation>, Failure>;
+
+    /// The seat's reservation with status `HELD` (expired or not), if any.
+    async fn held_for_seat(&mut self, seat: SeatId) -> Result<Option<Reservation>, Failure>;
+
+    /// Records a new `HELD` reservation and returns it with its id.
+    ///
+    /// MUST return [`Failure::Conflict`] when the seat already has a live
+    /// (`HELD` or `CONFIRMED`) reservation: storage itself refuses a second.
+    async fn insert(&mut self, new: &NewReservation) -> Result<Reservation, Failure>;
+
+    /// Writes `reservation`'s status.
+    ///
+    /// MUST return [`Failure::Conflict`] when the stored status is not
+    /// `expected`.
+    async fn save(
+        &mut self,
+        reservation: &Reservation,
+        expected: ReservationStatus,
+    ) -> Result<(), Failure>;
+
+    /// Serializes the holds of `user` on `schedule` (a later unit asking the
+    /// same waits until this one ends) and returns how many of them are live
+    /// (`HELD`, ending after `now`).
+    async fn lock_holds_of(
+        &mut self,
+        user: UserId,
+        schedule: ScheduleId,
+        now: DateTime<Utc>,
+    ) -> Result<u32, Failure>;
+
+    /// Up to `limit` reservations still `HELD` whose hold ended at or
+    /// before `now`, oldest first.
+    async fn stale(&mut self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Reservation>, Failure>;
+
+    /// Marks those of `ids` that are still `HELD` and ended at or before
+    /// `now` as `EXPIRED`; returns the ids it marked.
+    async fn expire(
+        &mut self,
+        ids: &[ReservationId],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReservationId>, Failure>;
+}
+
+/// Point wallets and their history, inside a unit of work.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait WalletRepository: Send {
+    /// The user's wallet, or `None` for a user never charged. Under
+    /// [`Protection::Pessimistic`] it stays locked until the unit ends.
+    async fn find(&mut self, user: UserId) -> Result<Option<Wallet>, Failure>;
+
+    /// Creates an empty wallet for `user` unless one exists. Concurrent
+    /// creators of one wallet queue; none fails because of the other.
+    async fn create(&mut self, user: UserId) -> Result<(), Failure>;
+
+    /// Writes `wallet`, whose `version` is one more than the version read.
+    ///
+    /// MUST return [`Failure::Conflict`] when the stored version is not
+    /// `wallet.version - 1`; under [`Protection::Fenced`] with a fence for
+    /// the wallet's lock key, MUST return [`Failure::LockLost`] when a newer
+    /// token already wrote the wallet, and record the token otherwise.
+    async fn save(&mut self, wallet: &Wallet) -> Result<(), Failure>;
+
+    /// Appends one history line.
+    async fn append(&mut self, entry: &NewHistoryEntry) -> Result<(), Failure>;
+
+    /// [`Protection::Atomic`]: applies `change` to the stored balance with
+    /// one conditional write (a charge only up to
+    /// [`crate::model::wallet::MAX_BALANCE`], a use only if the balance
+    /// covers it, a refund always) and appends its history line. Returns
+    /// the balance after, or `None` when the wallet does not exist or the
+    /// condition failed (nothing written).
+    async fn change_atomically(
+        &mut self,
+        user: UserId,
+        change: PointChange,
+        at: DateTime<Utc>,
+    ) -> Result<Option<u64>, Failure>;
+}
+
+/// Payments, inside a unit of work.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait PaymentRepository: Send {
+    /// Records a `PAID` payment and returns it with its id.
+    ///
+    /// MUST return [`Failure::Conflict`] when the reservation already has a
+    /// payment.
+    async fn insert(&mut self, new: &NewPayment) -> Result<Payment, Failure>;
+
+    async fn find(&mut self, id: PaymentId) -> Result<Option<Payment>, Failure>;
+
+    /// Writes `payment`'s status.
+    ///
+    /// MUST return [`Failure::Conflict`] when the stored status is not
+    /// `expected`.
+    async fn save(&mut self, payment: &Payment, expected: PaymentStatus) -> Result<(), Failure>;
+}
+
+/// Which operation an idempotency key belongs to: the keys of a charge and
+/// of a payment never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyScope {
+    Charge,
+    Payment,
+}
+
+/// The result stored under an idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Balance(u64),
+    Payment(PaymentId),
+}
+
+/// What claiming an idempotency key found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// First use: go ahead, then [`IdempotencyRepository::complete`].
+    New,
+    /// An earlier request with this key and the same request committed
+    /// this result.
+    Done(Stored),
+    /// An earlier request used this key for a different request.
+    Mismatch,
+}
+
+/// Client idempotency keys, inside a unit of work.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait IdempotencyRepository: Send {
+    /// Claims `key` of `user` in `scope` for the request described by
+    /// `request`. A concurrent claim of the same key waits until this unit
+    /// ends; if it rolls back, the key is free again.
+    async fn claim(
+        &mut self,
+        user: UserId,
+        scope: KeyScope,
+        key: &IdempotencyKey,
+        request: &str,
+    ) -> Result<Claim, Failure>;
+
+    /// Stores the result of the request that claimed `key`.
+    async fn complete(
+        &mut self,
+        user: UserId,
+        scope: KeyScope,
+        key: &IdempotencyKey,
+        result: Stored,
+    ) -> Result<(), Failure>;
+}
+
+/// The transactional outbox, inside a unit of work.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait Outbox: Send {
+    /// Records `events` (in order) to be published once the unit commits;
+    /// each gets a unique event id. Nothing is recorded if the unit rolls
+    /// back.
+    async fn record(&mut self, events: &[Event]) -> Result<(), Failure>;
+}
+
+/// Reads that change nothing, outside any unit of work.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait Queries: Send + Sync {
+    async fn reservation(&self, id: ReservationId) -> Result<Option<Reservation>, Failure>;
+
+    /// Every reservation of `user`, newest first.
+    async fn reservations_of(&self, user: UserId) -> Result<Vec<Reservation>, Failure>;
+
+    /// The wallet, or `None` for a user never charged.
+    async fn wallet(&self, user: UserId) -> Result<Option<Wallet>, Failure>;
+
+    /// The user's history, newest first.
+    async fn history(&self, user: UserId) -> Result<Vec<HistoryEntry>, Failure>;
+
+    async fn payment(&self, id: PaymentId) -> Result<Option<Payment>, Failure>;
+}
+
+/// Concerts, schedules and seat maps.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait CatalogueRepository: Send + Sync {
     /// Every concert, by id.
-    async fn concerts(&self) -> Result<Vec<Concert>, QueryError>;
+    async fn concerts(&self) -> Result<Vec<Concert>, Failure>;
+
+    async fn concert(&self, id: ConcertId) -> Result<Option<Concert>, Failure>;
+
+    async fn schedule(&self, id: ScheduleId) -> Result<Option<Schedule>, Failure>;
 
     /// The concert's schedules starting after `after`, by start time, each
     /// with its number of seats available at `after` (expired holds count
-    /// as available). MUST return `QueryError::NotFound` for an unknown
-    /// concert (a known one with no future schedule gives an empty list).
+    /// as available). `None` for an unknown concert.
     async fn schedules(
         &self,
         concert: ConcertId,
         after: DateTime<Utc>,
-    ) -> Result<Vec<ScheduleSummary>, QueryError>;
+    ) -> Result<Option<Vec<ScheduleSummary>>, Failure>;
 
-    /// The schedule's seats by number. MUST return `QueryError::NotFound`
-    /// for an unknown schedule.
-    async fn seats(&self, schedule: ScheduleId) -> Result<Vec<Seat>, QueryError>;
+    /// The schedule's seats by number; `None` for an unknown schedule.
+    async fn seats(&self, schedule: ScheduleId) -> Result<Option<Vec<Seat>>, Failure>;
+
+    async fn create_concert(&self, title: &Title) -> Result<Concert, Failure>;
+
+    /// Creates the schedule and its seats in one transaction; `None` for an
+    /// unknown concert.
+    async fn create_schedule(&self, schedule: &NewSchedule) -> Result<Option<Schedule>, Failure>;
 }
 
-/// Seats and the reservations (holds) on them.
+/// The waiting rooms of on-sales, one per concert.
+///
+/// Every method is one atomic step, also across many instances sharing the
+/// room: the number of admitted users of a concert never exceeds the
+/// configured limit, waiting users are admitted in order of first entry
+/// (one position each), and freed places are given to the next waiting
+/// users within the same step that frees them (no scheduler is needed).
+/// Admissions lapse, and waiting entries not polled for the idle time are
+/// dropped, as of the `now` of any later step.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
-pub trait SeatRepository: Send + Sync {
-    /// In one transaction: load the seat, decide with [`Seat::hold`], write
-    /// the seat (version bumped; fence token recorded when `cmd.fence` is
-    /// set), mark a replaced expired reservation `EXPIRED`, insert the new
-    /// `HELD` reservation, commit.
-    ///
-    /// MUST return: `SeatNotFound` for an unknown schedule or seat;
-    /// `SeatUnavailable` when the rule refuses (including, in `Atomic` mode,
-    /// when the conditional update matches no row of an existing seat);
-    /// `Conflict` in `Optimistic` mode when the version changed since the
-    /// read (and for a deadlock or a duplicate live reservation);
-    /// `LockLost` when the fence is lost or lower than the last token that
-    /// wrote this seat; `Unavailable` when the database cannot be reached.
-    /// On any error nothing is written.
-    async fn hold(&self, cmd: HoldSeat, mode: WriteMode) -> Result<Reservation, ReserveError>;
-
-    /// The reservation as stored, or `None`.
-    async fn reservation(&self, id: ReservationId) -> Result<Option<Reservation>, QueryError>;
-
-    /// Marks holds that expired at or before `now` as expired and frees
-    /// their seats; returns how many reservations it expired. Correctness
-    /// never depends on it: the hold and payment rules already treat an
-    /// expired hold as expired.
-    async fn expire_stale(&self, now: DateTime<Utc>) -> Result<u64, QueryError>;
-}
-
-/// Point wallets and their history.
-#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
-#[async_trait]
-pub trait WalletRepository: Send + Sync {
-    /// The wallet, or an empty one for a user never charged.
-    async fn wallet(&self, user: UserId) -> Result<Wallet, QueryError>;
-
-    /// The user's history, newest first.
-    async fn history(&self, user: UserId) -> Result<Vec<HistoryEntry>, QueryError>;
-
-    /// In one transaction: load (creating an empty wallet if needed), decide
-    /// with [`Wallet::apply`], write the wallet and one history entry whose
-    /// `balance_after` is the new balance, commit. With an idempotency key
-    /// already used by this user for a charge, change nothing and return the
-    /// balance that first charge answered.
-    ///
-    /// MUST return: `BalanceLimit` when the rule refuses; `Conflict` in
-    /// `Optimistic` mode when the version changed; `LockLost` when the fence
-    /// is lost or stale; `Unavailable` when the database cannot be reached.
-    async fn charge(&self, cmd: ChangePoints, mode: WriteMode)
-    -> Result<PointBalance, ChargeError>;
-
-    /// Like [`WalletRepository::charge`] for a use. MUST return
-    /// `InsufficientPoints` when the balance (0 for a missing wallet) does
-    /// not cover the amount, and the same infrastructure variants.
-    async fn spend(
+pub trait WaitingRoom: Send + Sync {
+    /// Enters `user` (or keeps their earlier entry and place), refreshes a
+    /// waiting entry's idle time, admits while places are free, and returns
+    /// where the user stands.
+    async fn enter(
         &self,
-        cmd: ChangePoints,
-        mode: WriteMode,
-    ) -> Result<PointBalance, UsePointsError>;
-}
+        concert: ConcertId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<RoomView, Failure>;
 
-/// Payments.
-#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
-#[async_trait]
-pub trait PaymentRepository: Send + Sync {
-    /// Carries out [`PayReservation`] in one transaction; `mode` protects the
-    /// wallet. With an idempotency key this user already paid with, change
-    /// nothing and return that first payment.
-    ///
-    /// MUST return: `NotFound` for an unknown reservation or one of another
-    /// user; `AlreadyPaid`, `Expired`, `InsufficientPoints` as the rules
-    /// decide; `Conflict` when the wallet version changed (`Optimistic`) or
-    /// the transaction deadlocked; `LockLost` for a lost or stale fence;
-    /// `Unavailable` when the database cannot be reached. On any error
-    /// nothing is written.
-    async fn pay(&self, cmd: PayReservation, mode: WriteMode) -> Result<Payment, PayError>;
-}
+    /// Like [`WaitingRoom::enter`] without entering: `None` when the user
+    /// has no entry (never entered, left, idled out, admission ended).
+    async fn poll(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<RoomView>, Failure>;
 
-/// Forwarding impls so a service can hold `Arc<dyn Port>` (adapters chosen
-/// at run time) as well as a concrete adapter.
-mod forward {
-    use std::sync::Arc;
+    /// Removes the user, waiting or admitted, and admits the next.
+    async fn leave(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<(), Failure>;
 
-    use super::*;
+    /// True while the user's admission lasts.
+    async fn is_admitted(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Failure>;
 
-    #[async_trait]
-    impl<T: CatalogueRepository + ?Sized> CatalogueRepository for Arc<T> {
-        async fn concerts(&self) -> Result<Vec<Concert>, QueryError> {
-            (**self).concerts().await
-        }
-        async fn schedules(
-            &self,
-            concert: ConcertId,
-            after: DateTime<Utc>,
-        ) -> Result<Vec<ScheduleSummary>, QueryError> {
-            (**self).schedules(concert, after).await
-        }
-        async fn seats(&self, schedule: ScheduleId) -> Result<Vec<Seat>, QueryError> {
-            (**self).seats(schedule).await
-        }
-    }
+    /// Ends the user's admission (if admitted) and admits the next.
+    async fn release(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<(), Failure>;
 
-    #[async_trait]
-    impl<T: SeatRepository + ?Sized> SeatRepository for Arc<T> {
-        async fn hold(&self, cmd: HoldSeat, mode: WriteMode) -> Result<Reservation, ReserveError> {
-            (**self).hold(cmd, mode).await
-        }
-        async fn reservation(&self, id: ReservationId) -> Result<Option<Reservation>, QueryError> {
-            (**self).reservation(id).await
-        }
-        async fn expire_stale(&self, now: DateTime<Utc>) -> Result<u64, QueryError> {
-            (**self).expire_stale(now).await
-        }
-    }
+    /// Marks the concert sold out (waiting users see it, nobody more is
+    /// admitted) or on sale again.
+    async fn set_sold_out(&self, concert: ConcertId, sold_out: bool) -> Result<(), Failure>;
 
-    #[async_trait]
-    impl<T: WalletRepository + ?Sized> WalletRepository for Arc<T> {
-        async fn wallet(&self, user: UserId) -> Result<Wallet, QueryError> {
-            (**self).wallet(user).await
-        }
-        async fn history(&self, user: UserId) -> Result<Vec<HistoryEntry>, QueryError> {
-            (**self).history(user).await
-        }
-        async fn charge(
-            &self,
-            cmd: ChangePoints,
-            mode: WriteMode,
-        ) -> Result<PointBalance, ChargeError> {
-            (**self).charge(cmd, mode).await
-        }
-        async fn spend(
-            &self,
-            cmd: ChangePoints,
-            mode: WriteMode,
-        ) -> Result<PointBalance, UsePointsError> {
-            (**self).spend(cmd, mode).await
-        }
-    }
-
-    #[async_trait]
-    impl<T: PaymentRepository + ?Sized> PaymentRepository for Arc<T> {
-        async fn pay(&self, cmd: PayReservation, mode: WriteMode) -> Result<Payment, PayError> {
-            (**self).pay(cmd, mode).await
-        }
-    }
+    /// How many users wait and how many are admitted now.
+    async fn sizes(&self, concert: ConcertId, now: DateTime<Utc>) -> Result<(u64, u64), Failure>;
 }

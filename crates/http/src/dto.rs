@@ -1,25 +1,26 @@
 //! Request and response bodies (camelCase JSON). Requests are plain serde
 //! structs turned into validated domain values by `try_into_domain`, so an
 //! invalid value never gets past the edge; responses are built from domain
-//! values.
+//! values. Integer fields are JSON integers: `1.0` is refused (400), and the
+//! document declares them `type: integer`.
 
 use chrono::{DateTime, Utc};
 use concert_domain::{
-    Concert, HistoryEntry, IdempotencyKey, InvalidValue, Payment, PointBalance, PointKind, Points,
-    Reservation, ReservationId, ReservationStatus, ReserveSeat, ScheduleId, ScheduleSummary,
-    SeatNumber, SeatStatus, SeatView, UserId,
+    Concert, HistoryEntry, InvalidValue, Payment, PaymentStatus, PointBalance, PointKind, Points,
+    Reservation, ReservationId, ReservationStatus, ReserveSeat, ReserveSeats, ScheduleId,
+    ScheduleSummary, SeatNumber, SeatStatus, SeatView, UserId,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 // ---- requests ---------------------------------------------------------------
 
-/// `POST /api/v1/reservations`.
+/// Body of POST /api/v1/reservations.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReserveRequest {
     /// The schedule (dated performance).
-    #[schema(example = 1, minimum = 1)]
+    #[schema(example = 3, minimum = 1)]
     pub schedule_id: i64,
     /// The seat number, 1 to 50.
     #[schema(example = 7, minimum = 1, maximum = 50)]
@@ -38,11 +39,36 @@ impl ReserveRequest {
     }
 }
 
-/// `POST /api/v1/points/charge`.
+/// Body of POST /api/v1/reservations/batch.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReserveBatchRequest {
+    /// The schedule (dated performance).
+    #[schema(example = 3, minimum = 1)]
+    pub schedule_id: i64,
+    /// Distinct seat numbers (1 to 50), at least one and at most the
+    /// configured maximum per request (4 by default).
+    #[schema(example = json!([7, 8]), min_items = 1)]
+    pub seat_numbers: Vec<i64>,
+}
+
+impl ReserveBatchRequest {
+    /// The command for `user`: 1 to `max` distinct valid seats.
+    pub fn try_into_domain(self, user: UserId, max: usize) -> Result<ReserveSeats, InvalidValue> {
+        let seats = self
+            .seat_numbers
+            .into_iter()
+            .map(|n| SeatNumber::new(n).map_err(|e| InvalidValue::new("seatNumbers", e.message)))
+            .collect::<Result<Vec<_>, _>>()?;
+        ReserveSeats::new(user, ScheduleId::new(self.schedule_id)?, seats, max)
+    }
+}
+
+/// Body of POST /api/v1/points/charge.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChargeRequest {
-    /// Points to add, 1 to 1,000,000.
+    /// Points to add, 1 to 1000000.
     #[schema(example = 10000, minimum = 1, maximum = 1000000)]
     pub amount: i64,
 }
@@ -54,12 +80,12 @@ impl ChargeRequest {
     }
 }
 
-/// `POST /api/v1/payments`.
+/// Body of POST /api/v1/payments.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PayRequest {
     /// The held reservation to pay.
-    #[schema(example = 1, minimum = 1)]
+    #[schema(example = 31, minimum = 1)]
     pub reservation_id: i64,
 }
 
@@ -70,41 +96,93 @@ impl PayRequest {
     }
 }
 
-/// `?status=` of the seat map.
+/// Body of POST /api/v1/admin/concerts.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateConcertRequest {
+    /// 1 to 200 characters (trimmed).
+    #[schema(example = "Spring Gala", min_length = 1, max_length = 200)]
+    pub title: String,
+}
+
+/// Body of POST /api/v1/admin/concerts/{concertId}/schedules.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateScheduleRequest {
+    /// When the show starts (RFC 3339); must be in the future.
+    #[schema(example = "2030-05-01T19:00:00Z")]
+    pub starts_at: DateTime<Utc>,
+    /// The price of seats 1 to 50, in order: exactly 50 integers from 1 to
+    /// 1000000.
+    #[schema(
+        min_items = 50,
+        max_items = 50,
+        example = json!([
+            5000, 5000, 5000, 5000, 5000, 5000, 5000, 5000, 5000, 5000,
+            4000, 4000, 4000, 4000, 4000, 4000, 4000, 4000, 4000, 4000,
+            3000, 3000, 3000, 3000, 3000, 3000, 3000, 3000, 3000, 3000,
+            2000, 2000, 2000, 2000, 2000, 2000, 2000, 2000, 2000, 2000,
+            1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000
+        ])
+    )]
+    pub seat_prices: Vec<i64>,
+}
+
+impl CreateScheduleRequest {
+    /// The start and the prices; a price outside 1..=1000000 is refused
+    /// (the count and the start are the domain's rule).
+    pub fn try_into_domain(self) -> Result<(DateTime<Utc>, Vec<Points>), InvalidValue> {
+        let prices = self
+            .seat_prices
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                Points::new(p).map_err(|e| {
+                    InvalidValue::new("seatPrices", format!("seat {}: {}", i + 1, e.message))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((self.starts_at, prices))
+    }
+}
+
+/// `?status=` of a seat map.
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SeatsQuery {
-    /// Only seats with this status: `AVAILABLE`, `HELD` or `SOLD`.
-    #[param(example = "AVAILABLE")]
+    /// Only seats with this status.
+    #[param(value_type = Option<SeatStatusDto>, example = "AVAILABLE")]
     pub status: Option<String>,
 }
 
 impl SeatsQuery {
-    /// The status filter, if any; refuses an unknown status (case-insensitive).
+    /// The status filter, if any; refuses an unknown status
+    /// (case-insensitive).
     pub fn try_into_domain(self) -> Result<Option<SeatStatus>, InvalidValue> {
         self.status
-            .map(|s| {
-                SeatStatus::parse(&s.trim().to_ascii_uppercase()).ok_or_else(|| {
-                    InvalidValue::new("status", "must be one of AVAILABLE, HELD, SOLD")
-                })
-            })
+            .map(|s| s.trim().to_ascii_uppercase().parse::<SeatStatus>())
             .transpose()
     }
 }
 
-/// The `Idempotency-Key` header, if present and valid.
-pub fn idempotency_key(
-    req: &actix_web::HttpRequest,
-) -> Result<Option<IdempotencyKey>, InvalidValue> {
-    req.headers()
-        .get("Idempotency-Key")
-        .map(|value| {
-            value
-                .to_str()
-                .map_err(|_| InvalidValue::new("Idempotency-Key", "must be visible ASCII"))
-                .and_then(IdempotencyKey::new)
-        })
-        .transpose()
+/// `?status=` of the caller's reservations.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReservationsQuery {
+    /// Only reservations with this status (as it is now: a hold past its
+    /// time is EXPIRED).
+    #[param(value_type = Option<ReservationStatusDto>, example = "HELD")]
+    pub status: Option<String>,
+}
+
+impl ReservationsQuery {
+    /// The status filter, if any; refuses an unknown status
+    /// (case-insensitive).
+    pub fn try_into_domain(self) -> Result<Option<ReservationStatus>, InvalidValue> {
+        self.status
+            .map(|s| s.trim().to_ascii_uppercase().parse::<ReservationStatus>())
+            .transpose()
+    }
 }
 
 // ---- responses --------------------------------------------------------------
@@ -112,8 +190,11 @@ pub fn idempotency_key(
 /// A concert.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Concert)]
 pub struct ConcertResponse {
+    #[schema(example = 1)]
     pub id: u64,
+    #[schema(example = "Spring Gala")]
     pub title: String,
 }
 
@@ -126,14 +207,19 @@ impl From<Concert> for ConcertResponse {
     }
 }
 
-/// A bookable date of a concert.
+/// A dated performance of a concert.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Schedule)]
 pub struct ScheduleResponse {
+    #[schema(example = 3)]
     pub id: u64,
+    #[schema(example = 1)]
     pub concert_id: u64,
+    #[schema(example = "2030-05-01T19:00:00Z")]
     pub starts_at: DateTime<Utc>,
-    /// Seats bookable now (expired holds count as available).
+    /// Seats bookable now (ended holds count as available).
+    #[schema(example = 48)]
     pub available_seats: u32,
 }
 
@@ -148,9 +234,10 @@ impl From<ScheduleSummary> for ScheduleResponse {
     }
 }
 
-/// A seat's status as a client sees it.
+/// A seat's status as a client sees it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[schema(as = SeatStatus)]
 pub enum SeatStatusDto {
     Available,
     Held,
@@ -170,8 +257,11 @@ impl From<SeatStatus> for SeatStatusDto {
 /// One seat of a schedule's seat map.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Seat)]
 pub struct SeatResponse {
+    #[schema(example = 7)]
     pub number: u8,
+    #[schema(example = 5000)]
     pub price: u64,
     pub status: SeatStatusDto,
 }
@@ -186,13 +276,17 @@ impl From<SeatView> for SeatResponse {
     }
 }
 
-/// A reservation's status: `HELD` until paid (`CONFIRMED`) or expired.
+/// A reservation's status: HELD until paid (CONFIRMED), let go
+/// (CANCELLED), run out (EXPIRED) or refunded after payment (REFUNDED).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[schema(as = ReservationStatus)]
 pub enum ReservationStatusDto {
     Held,
     Confirmed,
     Expired,
+    Cancelled,
+    Refunded,
 }
 
 impl From<ReservationStatus> for ReservationStatusDto {
@@ -201,26 +295,37 @@ impl From<ReservationStatus> for ReservationStatusDto {
             ReservationStatus::Held => Self::Held,
             ReservationStatus::Confirmed => Self::Confirmed,
             ReservationStatus::Expired => Self::Expired,
+            ReservationStatus::Cancelled => Self::Cancelled,
+            ReservationStatus::Refunded => Self::Refunded,
         }
     }
 }
 
-/// A seat hold.
+/// A seat reservation (a hold, and what became of it).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Reservation)]
 pub struct ReservationResponse {
+    #[schema(example = 31)]
     pub id: u64,
+    #[schema(example = 3)]
     pub schedule_id: u64,
+    #[schema(example = 7)]
     pub seat_number: u8,
+    #[schema(example = 42)]
     pub user_id: u64,
+    #[schema(example = 5000)]
     pub price: u64,
     pub status: ReservationStatusDto,
-    /// When an unpaid hold lapses.
-    pub expires_at: DateTime<Utc>,
+    /// When the hold ends unless paid: set while the status is HELD, null
+    /// otherwise.
+    #[schema(example = "2030-03-17T17:51:40Z", required = true)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<Reservation> for ReservationResponse {
     fn from(r: Reservation) -> Self {
+        let held = r.status == ReservationStatus::Held;
         Self {
             id: r.id.get(),
             schedule_id: r.schedule.get(),
@@ -228,7 +333,7 @@ impl From<Reservation> for ReservationResponse {
             user_id: r.user.get(),
             price: r.price.get(),
             status: r.status.into(),
-            expires_at: r.expires_at,
+            expires_at: held.then_some(r.expires_at),
         }
     }
 }
@@ -236,8 +341,11 @@ impl From<Reservation> for ReservationResponse {
 /// A point balance.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Balance)]
 pub struct BalanceResponse {
+    #[schema(example = 42)]
     pub user_id: u64,
+    #[schema(example = 15000)]
     pub balance: u64,
 }
 
@@ -253,9 +361,11 @@ impl From<PointBalance> for BalanceResponse {
 /// The kind of a point change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[schema(as = PointKind)]
 pub enum PointKindDto {
     Charge,
     Use,
+    Refund,
 }
 
 impl From<PointKind> for PointKindDto {
@@ -263,6 +373,7 @@ impl From<PointKind> for PointKindDto {
         match k {
             PointKind::Charge => Self::Charge,
             PointKind::Use => Self::Use,
+            PointKind::Refund => Self::Refund,
         }
     }
 }
@@ -270,12 +381,17 @@ impl From<PointKind> for PointKindDto {
 /// One line of the point history.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = HistoryEntry)]
 pub struct HistoryEntryResponse {
+    #[schema(example = 12)]
     pub id: u64,
     pub kind: PointKindDto,
+    #[schema(example = 5000)]
     pub amount: u64,
     /// The balance right after this change.
+    #[schema(example = 10000)]
     pub balance_after: u64,
+    #[schema(example = "2030-03-17T17:46:40Z")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -291,15 +407,40 @@ impl From<HistoryEntry> for HistoryEntryResponse {
     }
 }
 
-/// A completed payment.
+/// A payment's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[schema(as = PaymentStatus)]
+pub enum PaymentStatusDto {
+    Paid,
+    Refunded,
+}
+
+impl From<PaymentStatus> for PaymentStatusDto {
+    fn from(s: PaymentStatus) -> Self {
+        match s {
+            PaymentStatus::Paid => Self::Paid,
+            PaymentStatus::Refunded => Self::Refunded,
+        }
+    }
+}
+
+/// A payment of a reservation.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Payment)]
 pub struct PaymentResponse {
+    #[schema(example = 4)]
     pub id: u64,
+    #[schema(example = 31)]
     pub reservation_id: u64,
+    #[schema(example = 42)]
     pub user_id: u64,
+    #[schema(example = 5000)]
     pub amount: u64,
+    #[schema(example = "2030-03-17T17:47:10Z")]
     pub paid_at: DateTime<Utc>,
+    pub status: PaymentStatusDto,
 }
 
 impl From<Payment> for PaymentResponse {
@@ -310,17 +451,20 @@ impl From<Payment> for PaymentResponse {
             user_id: p.user.get(),
             amount: p.amount.get(),
             paid_at: p.paid_at,
+            status: p.status.into(),
         }
     }
 }
 
-/// `/health/live` and a passing `/health/ready`.
+/// /health/live and a passing /health/ready.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Health)]
 pub struct HealthResponse {
     #[schema(example = "ok")]
     pub status: String,
     /// The dependencies checked (readiness only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(example = json!(["mysql", "redis"]))]
     pub checked: Vec<String>,
 }
 
@@ -350,6 +494,23 @@ mod tests {
     }
 
     #[test]
+    fn batches_are_one_to_max_distinct_valid_seats() {
+        let batch = |seats: &[i64]| {
+            ReserveBatchRequest {
+                schedule_id: 2,
+                seat_numbers: seats.to_vec(),
+            }
+            .try_into_domain(UserId::from(3), 4)
+        };
+        let ok = batch(&[9, 2]).unwrap();
+        let numbers: Vec<_> = ok.seats().iter().map(|s| s.get()).collect();
+        assert_eq!(numbers, [2, 9]);
+        for bad in [&[][..], &[1, 2, 3, 4, 5], &[1, 1], &[0], &[51]] {
+            assert_eq!(batch(bad).unwrap_err().field, "seatNumbers", "{bad:?}");
+        }
+    }
+
+    #[test]
     fn amounts_must_be_positive_and_bounded() {
         let charge = |amount| ChargeRequest { amount }.try_into_domain();
         assert_eq!(charge(500).unwrap().get(), 500);
@@ -369,6 +530,21 @@ mod tests {
     }
 
     #[test]
+    fn seat_prices_are_checked_one_by_one() {
+        let request = |prices: Vec<i64>| CreateScheduleRequest {
+            starts_at: DateTime::from_timestamp(1_900_000_000, 0).unwrap(),
+            seat_prices: prices,
+        };
+        let (_, prices) = request(vec![700; 50]).try_into_domain().unwrap();
+        assert_eq!(prices.len(), 50);
+        let mut bad = vec![700; 50];
+        bad[9] = 0;
+        let e = request(bad).try_into_domain().unwrap_err();
+        assert_eq!(e.field, "seatPrices");
+        assert!(e.message.starts_with("seat 10:"), "{}", e.message);
+    }
+
+    #[test]
     fn seat_status_filter() {
         let q = |status: Option<&str>| {
             SeatsQuery {
@@ -384,6 +560,23 @@ mod tests {
     }
 
     #[test]
+    fn reservation_status_filter() {
+        let q = |status: Option<&str>| {
+            ReservationsQuery {
+                status: status.map(str::to_owned),
+            }
+            .try_into_domain()
+        };
+        assert_eq!(q(None), Ok(None));
+        for status in ReservationStatus::ALL {
+            assert_eq!(q(Some(status.as_str())), Ok(Some(status)));
+        }
+        assert_eq!(q(Some("held")), Ok(Some(ReservationStatus::Held)));
+        assert!(q(Some("PAID")).is_err());
+        assert!(q(Some("")).is_err());
+    }
+
+    #[test]
     fn requests_are_camel_case() {
         let r: ReserveRequest =
             serde_json::from_str(r#"{"scheduleId": 4, "seatNumber": 9}"#).unwrap();
@@ -391,6 +584,7 @@ mod tests {
         assert!(serde_json::from_str::<ReserveRequest>(r#"{"schedule_id": 4}"#).is_err());
         assert!(serde_json::from_str::<ChargeRequest>(r#"{"amount": "5"}"#).is_err());
         assert!(serde_json::from_str::<ChargeRequest>(r#"{"amount": 1.5}"#).is_err());
+        assert!(serde_json::from_str::<ChargeRequest>(r#"{"amount": 1.0}"#).is_err());
     }
 
     #[test]
@@ -401,12 +595,13 @@ mod tests {
             user_id: 3,
             amount: 500,
             paid_at: DateTime::from_timestamp(1_900_000_000, 0).unwrap(),
+            status: PaymentStatusDto::Paid,
         };
         assert_eq!(
             serde_json::to_value(payment).unwrap(),
             serde_json::json!({
                 "id": 1, "reservationId": 2, "userId": 3, "amount": 500,
-                "paidAt": "2030-03-17T17:46:40Z"
+                "paidAt": "2030-03-17T17:46:40Z", "status": "PAID"
             })
         );
         assert_eq!(
@@ -415,8 +610,16 @@ mod tests {
         );
         assert_eq!(serde_json::to_value(PointKindDto::Use).unwrap(), "USE");
         assert_eq!(
+            serde_json::to_value(PointKindDto::Refund).unwrap(),
+            "REFUND"
+        );
+        assert_eq!(
             serde_json::to_value(ReservationStatusDto::Confirmed).unwrap(),
             "CONFIRMED"
+        );
+        assert_eq!(
+            serde_json::to_value(ReservationStatusDto::Cancelled).unwrap(),
+            "CANCELLED"
         );
     }
 }

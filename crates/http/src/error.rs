@@ -1,5 +1,9 @@
 //! [`ApiError`]: every failure the API reports, written as RFC 9457
 //! `application/problem+json` with the contract's status and stable `code`.
+//!
+//! The mapping from the domain is written once: [`Failure`] (what can happen
+//! to any operation) has one `From`, and each operation's enum maps only its
+//! business refusals and hands `Failed(f)` to it.
 
 use std::fmt;
 
@@ -7,30 +11,254 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use concert_domain::{
-    ChargeError, InvalidValue, PayError, QueryError, ReserveError, UsePointsError,
+    AdminError, CancelError, ChargeError, Failure, InvalidValue, PayError, QueryError, RefundError,
+    ReserveError, SeatNumber, UseError,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+use crate::log_limit;
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Seconds a client is asked to wait before retrying a 503 or a
+/// `lock-timeout`.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// Every problem `code` the API answers, with its one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    Validation,
+    Unauthorized,
+    Forbidden,
+    NotAdmitted,
+    NotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    SeatUnavailable,
+    ConcurrentUpdate,
+    InsufficientPoints,
+    AlreadyPaid,
+    LockTimeout,
+    HoldLimit,
+    RefundClosed,
+    ReservationExpired,
+    PayloadTooLarge,
+    BalanceLimit,
+    IdempotencyKeyReused,
+    Internal,
+    Unavailable,
+}
+
+impl Code {
+    pub const ALL: [Code; 20] = [
+        Code::Validation,
+        Code::Unauthorized,
+        Code::Forbidden,
+        Code::NotAdmitted,
+        Code::NotFound,
+        Code::MethodNotAllowed,
+        Code::RequestTimeout,
+        Code::SeatUnavailable,
+        Code::ConcurrentUpdate,
+        Code::InsufficientPoints,
+        Code::AlreadyPaid,
+        Code::LockTimeout,
+        Code::HoldLimit,
+        Code::RefundClosed,
+        Code::ReservationExpired,
+        Code::PayloadTooLarge,
+        Code::BalanceLimit,
+        Code::IdempotencyKeyReused,
+        Code::Internal,
+        Code::Unavailable,
+    ];
+
+    /// The stable machine code written in the problem's `code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Validation => "validation",
+            Code::Unauthorized => "unauthorized",
+            Code::Forbidden => "forbidden",
+            Code::NotAdmitted => "not-admitted",
+            Code::NotFound => "not-found",
+            Code::MethodNotAllowed => "method-not-allowed",
+            Code::RequestTimeout => "request-timeout",
+            Code::SeatUnavailable => "seat-unavailable",
+            Code::ConcurrentUpdate => "concurrent-update",
+            Code::InsufficientPoints => "insufficient-points",
+            Code::AlreadyPaid => "already-paid",
+            Code::LockTimeout => "lock-timeout",
+            Code::HoldLimit => "hold-limit",
+            Code::RefundClosed => "refund-closed",
+            Code::ReservationExpired => "reservation-expired",
+            Code::PayloadTooLarge => "payload-too-large",
+            Code::BalanceLimit => "balance-limit",
+            Code::IdempotencyKeyReused => "idempotency-key-reused",
+            Code::Internal => "internal",
+            Code::Unavailable => "unavailable",
+        }
+    }
+
+    /// The code named `s`, if any.
+    pub fn parse(s: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// The one status this code answers with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::Validation => StatusCode::BAD_REQUEST,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Forbidden | Code::NotAdmitted => StatusCode::FORBIDDEN,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Code::SeatUnavailable
+            | Code::ConcurrentUpdate
+            | Code::InsufficientPoints
+            | Code::AlreadyPaid
+            | Code::LockTimeout
+            | Code::HoldLimit
+            | Code::RefundClosed => StatusCode::CONFLICT,
+            Code::ReservationExpired => StatusCode::GONE,
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::BalanceLimit | Code::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short, human-readable summary of the problem type.
+    pub fn title(self) -> &'static str {
+        match self {
+            Code::Validation => "Invalid request",
+            Code::Unauthorized => "Unauthorized",
+            Code::Forbidden => "Forbidden",
+            Code::NotAdmitted => "Not admitted",
+            Code::NotFound => "Not found",
+            Code::MethodNotAllowed => "Method not allowed",
+            Code::RequestTimeout => "Request timeout",
+            Code::SeatUnavailable => "Seat unavailable",
+            Code::ConcurrentUpdate => "Concurrent update",
+            Code::InsufficientPoints => "Insufficient points",
+            Code::AlreadyPaid => "Already paid",
+            Code::LockTimeout => "Lock timeout",
+            Code::HoldLimit => "Hold limit",
+            Code::RefundClosed => "Refund closed",
+            Code::ReservationExpired => "Reservation expired",
+            Code::PayloadTooLarge => "Payload too large",
+            Code::BalanceLimit => "Balance limit",
+            Code::IdempotencyKeyReused => "Idempotency key reused",
+            Code::Internal => "Internal error",
+            Code::Unavailable => "Service unavailable",
+        }
+    }
+
+    /// When the API answers this code (for the OpenAPI document).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Code::Validation => {
+                "malformed JSON, a missing field, a wrong type, a value out of range, a bad \
+                 path id, query value or header"
+            }
+            Code::Unauthorized => "no bearer token, or one that is invalid or expired",
+            Code::Forbidden => "the token lacks the admin role",
+            Code::NotAdmitted => "the waiting room is on and the caller is not admitted",
+            Code::NotFound => "unknown, or not the caller's",
+            Code::MethodNotAllowed => "the path does not support this method (see Allow)",
+            Code::RequestTimeout => "the request body did not arrive in time",
+            Code::SeatUnavailable => {
+                "a seat is held by someone else (or by the caller) or sold; \
+                 unavailableSeats lists them"
+            }
+            Code::ConcurrentUpdate => "a concurrent change won; retrying may succeed",
+            Code::InsufficientPoints => "the balance does not cover the payment",
+            Code::AlreadyPaid => "the reservation is already confirmed (or no longer payable)",
+            Code::LockTimeout => "another request holds the lock; retry after Retry-After",
+            Code::HoldLimit => "the caller already holds the maximum of live holds",
+            Code::RefundClosed => "the show starts too soon to refund",
+            Code::ReservationExpired => "the hold has expired",
+            Code::PayloadTooLarge => "the body is larger than the limit",
+            Code::BalanceLimit => "the charge would exceed the maximum balance",
+            Code::IdempotencyKeyReused => {
+                "the Idempotency-Key was used before with a different request"
+            }
+            Code::Internal => "a bug; it has been logged",
+            Code::Unavailable => "storage or the lock service is unreachable; retry later",
+        }
+    }
+
+    /// A realistic problem of this code (for the OpenAPI examples).
+    pub fn example(self) -> Problem {
+        let detail = match self {
+            Code::Validation => "seatNumber: must be between 1 and 50",
+            Code::Unauthorized => "the token has expired",
+            Code::Forbidden => "this operation needs a token with the admin role",
+            Code::NotAdmitted => "you are not admitted to this concert's waiting room",
+            Code::NotFound => "reservation not found",
+            Code::MethodNotAllowed => "PUT is not supported here; allowed: GET, DELETE",
+            Code::RequestTimeout => "the request body did not arrive within 10 seconds",
+            Code::SeatUnavailable => "seat 7 is already held or sold",
+            Code::ConcurrentUpdate => "the data changed concurrently; retry",
+            Code::InsufficientPoints => "the balance 300 does not cover 500",
+            Code::AlreadyPaid => "the reservation is already paid",
+            Code::LockTimeout => "another request holds the lock on this resource; retry later",
+            Code::HoldLimit => "at most 4 live holds per user and schedule",
+            Code::RefundClosed => "refunds close 24 hours before the show",
+            Code::ReservationExpired => "the hold expired before payment",
+            Code::PayloadTooLarge => "the body is larger than 16384 bytes",
+            Code::BalanceLimit => {
+                "balance 9950000 + 100000 would exceed the maximum balance 10000000"
+            }
+            Code::IdempotencyKeyReused => {
+                "the Idempotency-Key was used for a different request; use a new key"
+            }
+            Code::Internal => INTERNAL_DETAIL,
+            Code::Unavailable => "a dependency is unavailable; retry later",
+        };
+        let mut problem = ApiError::new(self, detail).problem();
+        if self == Code::SeatUnavailable {
+            problem.unavailable_seats = Some(vec![7]);
+        }
+        problem
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+const INTERNAL_DETAIL: &str = "an unexpected error occurred; it has been logged";
+
 /// An RFC 9457 problem document, as the API writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Problem {
-    /// A URI naming the problem type: `urn:concert:problem:<code>`.
+    /// A URI naming the problem type: urn:concert:problem:CODE.
     #[serde(rename = "type")]
-    #[schema(example = "urn:concert:problem:seat-unavailable")]
+    #[schema(example = "urn:concert:problem:not-found")]
     pub problem_type: String,
     /// A short, human-readable summary of the problem type.
+    #[schema(example = "Not found")]
     pub title: String,
     /// The HTTP status code.
+    #[schema(example = 404)]
     pub status: u16,
     /// What went wrong with this request.
+    #[schema(example = "reservation not found")]
     pub detail: String,
     /// The stable machine code (see the contract's error table).
-    #[schema(example = "seat-unavailable")]
+    #[schema(example = "not-found")]
     pub code: String,
+    /// With `seat-unavailable` only (always there): the seats asked for
+    /// that are held or sold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = json!([7]), nullable = false)]
+    pub unavailable_seats: Option<Vec<u8>>,
 }
 
 /// Whether a 401 is for a missing token or for a bad one (it changes the
@@ -42,57 +270,49 @@ enum Challenge {
     InvalidToken,
 }
 
-/// An error answer. Built from every domain error enum (`From`), from
-/// invalid input ([`ApiError::validation`]) and from authentication
-/// failures. Guarantees: client errors are never 5xx; `Unknown` causes are
-/// logged with their chain and never shown to the client.
+/// An error answer. Built from [`Failure`] and from every operation's
+/// error enum (`From`), from invalid input ([`ApiError::validation`]) and
+/// from authentication failures. Guarantees: a client error is never a 5xx;
+/// an `Unknown` cause is logged with its chain and never shown to the
+/// client; 503 and `lock-timeout` carry `Retry-After`; `seat-unavailable`
+/// always lists `unavailableSeats`.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    title: &'static str,
+    code: Code,
     detail: String,
     challenge: Challenge,
     retry_after: Option<u32>,
+    allow: Option<String>,
+    unavailable_seats: Option<Vec<u8>>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, title: &'static str, detail: String) -> Self {
+    fn new(code: Code, detail: impl Into<String>) -> Self {
         Self {
-            status,
             code,
-            title,
-            detail,
+            detail: detail.into(),
             challenge: Challenge::None,
             retry_after: None,
+            allow: None,
+            unavailable_seats: None,
         }
     }
 
-    fn retry_after(mut self, seconds: u32) -> Self {
-        self.retry_after = Some(seconds);
+    fn with_retry_after(mut self) -> Self {
+        self.retry_after = Some(RETRY_AFTER_SECONDS);
         self
     }
 
     /// 400 `validation`: the request is malformed or a value is out of range.
     pub fn validation(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "validation",
-            "Invalid request",
-            detail.into(),
-        )
+        Self::new(Code::Validation, detail)
     }
 
     /// 401 `unauthorized` for a request without a bearer token.
     pub fn missing_token() -> Self {
         Self {
             challenge: Challenge::Missing,
-            ..Self::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Unauthorized",
-                "a bearer token is required".into(),
-            )
+            ..Self::new(Code::Unauthorized, "a bearer token is required")
         }
     }
 
@@ -101,116 +321,69 @@ impl ApiError {
     pub fn invalid_token(detail: impl Into<String>) -> Self {
         Self {
             challenge: Challenge::InvalidToken,
-            ..Self::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Unauthorized",
-                detail.into(),
-            )
+            ..Self::new(Code::Unauthorized, detail)
         }
+    }
+
+    /// 403 `forbidden`: the caller is authenticated but may not do this.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(Code::Forbidden, detail)
     }
 
     /// 404 `not-found`.
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "Not found",
-            detail.into(),
-        )
+        Self::new(Code::NotFound, detail)
     }
 
-    /// 405 `method-not-allowed`: the path exists, the method does not.
-    pub fn method_not_allowed() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            "Method not allowed",
-            "this path does not accept this method".into(),
-        )
+    /// 405 `method-not-allowed` with the `Allow` header listing `allowed`.
+    pub fn method_not_allowed(method: &str, allowed: &[&str]) -> Self {
+        let allow = allowed.join(", ");
+        Self {
+            allow: Some(allow.clone()),
+            ..Self::new(
+                Code::MethodNotAllowed,
+                format!("{method} is not supported here; allowed: {allow}"),
+            )
+        }
     }
 
-    /// 503 `unavailable`: a dependency (MySQL, Redis) cannot be reached.
-    /// The cause is logged, the client gets `detail`.
-    pub fn unavailable(detail: impl Into<String>, cause: &anyhow::Error) -> Self {
-        tracing::warn!(error = ?cause, "dependency unavailable");
+    /// 408 `request-timeout`: the body did not arrive in time.
+    pub fn body_timeout(detail: impl Into<String>) -> Self {
+        Self::new(Code::RequestTimeout, detail)
+    }
+
+    /// 413 `payload-too-large`.
+    pub fn payload_too_large(limit: usize) -> Self {
         Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
-            detail.into(),
+            Code::PayloadTooLarge,
+            format!("the body is larger than {limit} bytes"),
         )
-        .retry_after(1)
     }
 
     /// 503 `unavailable` from `/health/ready`, naming the dependencies
-    /// that did not answer.
+    /// that did not answer (the checks log their causes).
     pub fn not_ready(failed: &[&str]) -> Self {
         Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
+            Code::Unavailable,
             format!("not ready: {} did not answer", failed.join(", ")),
         )
-        .retry_after(1)
+        .with_retry_after()
     }
 
-    /// 500 `internal`: a bug or an unexpected infrastructure failure. The
-    /// cause chain is logged; the client gets a generic message.
+    /// 500 `internal`: a bug or an unexpected failure. The cause chain is
+    /// logged; the client gets a generic message.
     pub fn internal(cause: &anyhow::Error) -> Self {
-        tracing::error!(error = ?cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            "an unexpected error occurred; it has been logged".into(),
-        )
-    }
-
-    fn seat_unavailable() -> Self {
-        Self::new(
-            StatusCode::CONFLICT,
-            "seat-unavailable",
-            "Seat unavailable",
-            "the seat is held by someone else or sold".into(),
-        )
-    }
-
-    fn concurrent_update(detail: &str) -> Self {
-        Self::new(
-            StatusCode::CONFLICT,
-            "concurrent-update",
-            "Concurrent update",
-            format!("{detail}; retry"),
-        )
-    }
-
-    fn lock_timeout(what: &str) -> Self {
-        Self::new(
-            StatusCode::CONFLICT,
-            "lock-timeout",
-            "Lock timeout",
-            format!("another request holds the lock on this {what}; retry later"),
-        )
-        .retry_after(1)
-    }
-
-    fn insufficient_points(balance: u64, needed: u64) -> Self {
-        Self::new(
-            StatusCode::CONFLICT,
-            "insufficient-points",
-            "Insufficient points",
-            format!("the balance {balance} does not cover {needed}"),
-        )
+        tracing::error!(error = %format_args!("{cause:#}"), "internal error");
+        Self::new(Code::Internal, INTERNAL_DETAIL)
     }
 
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.code.status()
     }
 
-    /// The stable machine code (`validation`, `not-found`, ...).
-    pub fn code(&self) -> &'static str {
+    /// The stable machine code.
+    pub fn code(&self) -> Code {
         self.code
     }
 
@@ -218,17 +391,24 @@ impl ApiError {
     pub fn problem(&self) -> Problem {
         Problem {
             problem_type: format!("urn:concert:problem:{}", self.code),
-            title: self.title.to_owned(),
-            status: self.status.as_u16(),
+            title: self.code.title().to_owned(),
+            status: self.code.status().as_u16(),
             detail: self.detail.clone(),
-            code: self.code.to_owned(),
+            code: self.code.as_str().to_owned(),
+            unavailable_seats: self.unavailable_seats.clone(),
         }
     }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status().as_u16(),
+            self.code,
+            self.detail
+        )
     }
 }
 
@@ -236,11 +416,11 @@ impl std::error::Error for ApiError {}
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status);
+        let mut response = HttpResponse::build(self.status());
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         match self.challenge {
             Challenge::None => {}
@@ -254,6 +434,9 @@ impl ResponseError for ApiError {
         }
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds));
+        }
+        if let Some(allow) = &self.allow {
+            response.insert_header((header::ALLOW, allow.as_str()));
         }
         // Serializing a struct of strings and integers cannot fail; should
         // it ever, the client still gets the status and the code.
@@ -269,14 +452,42 @@ impl From<InvalidValue> for ApiError {
     }
 }
 
+/// What can happen to any operation, mapped once.
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Conflict => ApiError::new(
+                Code::ConcurrentUpdate,
+                "the data changed concurrently; retry",
+            ),
+            Failure::LockTimeout => ApiError::new(
+                Code::LockTimeout,
+                "another request holds the lock on this resource; retry later",
+            )
+            .with_retry_after(),
+            Failure::LockLost => ApiError::new(
+                Code::ConcurrentUpdate,
+                "the lock on this resource was lost before the write, so nothing was written; \
+                 retry",
+            ),
+            Failure::Unavailable(cause) => {
+                log_limit::unavailable(&cause);
+                ApiError::new(
+                    Code::Unavailable,
+                    "a dependency is unavailable; retry later",
+                )
+                .with_retry_after()
+            }
+            Failure::Unknown(cause) => ApiError::internal(&cause),
+        }
+    }
+}
+
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         match e {
             QueryError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            QueryError::Unavailable(cause) => {
-                ApiError::unavailable("the database is unavailable", &cause)
-            }
-            QueryError::Unknown(cause) => ApiError::internal(&cause),
+            QueryError::Failed(f) => f.into(),
         }
     }
 }
@@ -284,19 +495,66 @@ impl From<QueryError> for ApiError {
 impl From<ReserveError> for ApiError {
     fn from(e: ReserveError) -> Self {
         match e {
-            ReserveError::SeatNotFound => ApiError::not_found("seat not found"),
-            ReserveError::SeatUnavailable => ApiError::seat_unavailable(),
-            ReserveError::Conflict => ApiError::concurrent_update("the seat changed concurrently"),
-            ReserveError::LockTimeout => ApiError::lock_timeout("seat"),
-            ReserveError::LockLost => {
-                ApiError::concurrent_update("the lock on this seat was lost before the write")
-            }
-            ReserveError::Unavailable(cause) => {
-                ApiError::unavailable("storage or lock service unavailable", &cause)
-            }
-            ReserveError::Unknown(cause) => ApiError::internal(&cause),
+            ReserveError::SeatNotFound => ApiError::not_found("schedule or seat not found"),
+            ReserveError::SeatUnavailable { seats, yours } => seat_unavailable(&seats, yours),
+            ReserveError::HoldLimit { limit } => ApiError::new(
+                Code::HoldLimit,
+                format!("at most {limit} live holds per user and schedule"),
+            ),
+            ReserveError::NotAdmitted => not_admitted(),
+            ReserveError::Failed(f) => f.into(),
         }
     }
+}
+
+fn seat_unavailable(
+    seats: &[SeatNumber],
+    yours: Option<concert_domain::ReservationId>,
+) -> ApiError {
+    let numbers: Vec<u8> = seats.iter().map(|s| s.get()).collect();
+    let list = numbers
+        .iter()
+        .map(u8::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let detail = match (yours, numbers.as_slice()) {
+        (Some(id), _) => format!("you already hold seat {list} (reservation {id})"),
+        (None, [_]) => format!("seat {list} is already held or sold"),
+        (None, _) => format!("seats {list} are already held or sold"),
+    };
+    ApiError {
+        unavailable_seats: Some(numbers),
+        ..ApiError::new(Code::SeatUnavailable, detail)
+    }
+}
+
+fn not_admitted() -> ApiError {
+    ApiError::new(
+        Code::NotAdmitted,
+        "you are not admitted to this concert's waiting room; enter it and wait for your turn",
+    )
+}
+
+fn insufficient_points(balance: u64, needed: u64) -> ApiError {
+    ApiError::new(
+        Code::InsufficientPoints,
+        format!("the balance {balance} does not cover {needed}"),
+    )
+}
+
+fn key_reused() -> ApiError {
+    ApiError::new(
+        Code::IdempotencyKeyReused,
+        "the Idempotency-Key was used for a different request; use a new key",
+    )
+}
+
+fn already_paid(detail: &str) -> ApiError {
+    ApiError::new(Code::AlreadyPaid, detail)
+}
+
+fn expired(detail: &str) -> ApiError {
+    ApiError::new(Code::ReservationExpired, detail)
 }
 
 impl From<ChargeError> for ApiError {
@@ -307,41 +565,22 @@ impl From<ChargeError> for ApiError {
                 amount,
                 max,
             } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "balance-limit",
-                "Balance limit",
+                Code::BalanceLimit,
                 format!("balance {balance} + {amount} would exceed the maximum balance {max}"),
             ),
-            ChargeError::Conflict => ApiError::concurrent_update("the wallet changed concurrently"),
-            ChargeError::LockTimeout => ApiError::lock_timeout("wallet"),
-            ChargeError::LockLost => {
-                ApiError::concurrent_update("the lock on this wallet was lost before the write")
-            }
-            ChargeError::Unavailable(cause) => {
-                ApiError::unavailable("storage or lock service unavailable", &cause)
-            }
-            ChargeError::Unknown(cause) => ApiError::internal(&cause),
+            ChargeError::KeyReused => key_reused(),
+            ChargeError::Failed(f) => f.into(),
         }
     }
 }
 
-impl From<UsePointsError> for ApiError {
-    fn from(e: UsePointsError) -> Self {
+impl From<UseError> for ApiError {
+    fn from(e: UseError) -> Self {
         match e {
-            UsePointsError::InsufficientPoints { balance, needed } => {
-                ApiError::insufficient_points(balance, needed)
+            UseError::InsufficientPoints { balance, needed } => {
+                insufficient_points(balance, needed)
             }
-            UsePointsError::Conflict => {
-                ApiError::concurrent_update("the wallet changed concurrently")
-            }
-            UsePointsError::LockTimeout => ApiError::lock_timeout("wallet"),
-            UsePointsError::LockLost => {
-                ApiError::concurrent_update("the lock on this wallet was lost before the write")
-            }
-            UsePointsError::Unavailable(cause) => {
-                ApiError::unavailable("storage or lock service unavailable", &cause)
-            }
-            UsePointsError::Unknown(cause) => ApiError::internal(&cause),
+            UseError::Failed(f) => f.into(),
         }
     }
 }
@@ -350,32 +589,50 @@ impl From<PayError> for ApiError {
     fn from(e: PayError) -> Self {
         match e {
             PayError::NotFound => ApiError::not_found("reservation not found"),
-            PayError::Expired => ApiError::new(
-                StatusCode::GONE,
-                "reservation-expired",
-                "Reservation expired",
-                "the hold expired before payment".into(),
-            ),
-            PayError::AlreadyPaid => ApiError::new(
-                StatusCode::CONFLICT,
-                "already-paid",
-                "Already paid",
-                "the reservation is already paid".into(),
-            ),
+            PayError::Expired => expired("the hold expired before payment"),
+            PayError::AlreadyPaid => already_paid("the reservation is already paid"),
             PayError::InsufficientPoints { balance, needed } => {
-                ApiError::insufficient_points(balance, needed)
+                insufficient_points(balance, needed)
             }
-            PayError::Conflict => {
-                ApiError::concurrent_update("the wallet or reservation changed concurrently")
+            PayError::KeyReused => key_reused(),
+            PayError::NotAdmitted => not_admitted(),
+            PayError::Failed(f) => f.into(),
+        }
+    }
+}
+
+impl From<CancelError> for ApiError {
+    fn from(e: CancelError) -> Self {
+        match e {
+            CancelError::NotFound => ApiError::not_found("reservation not found"),
+            CancelError::AlreadyPaid => {
+                already_paid("the reservation is paid; refund its payment instead")
             }
-            PayError::LockTimeout => ApiError::lock_timeout("wallet"),
-            PayError::LockLost => {
-                ApiError::concurrent_update("the lock on this wallet was lost before the write")
-            }
-            PayError::Unavailable(cause) => {
-                ApiError::unavailable("storage or lock service unavailable", &cause)
-            }
-            PayError::Unknown(cause) => ApiError::internal(&cause),
+            CancelError::Expired => expired("the hold has already expired"),
+            CancelError::Failed(f) => f.into(),
+        }
+    }
+}
+
+impl From<RefundError> for ApiError {
+    fn from(e: RefundError) -> Self {
+        match e {
+            RefundError::NotFound => ApiError::not_found("payment not found"),
+            RefundError::Closed { hours } => ApiError::new(
+                Code::RefundClosed,
+                format!("refunds close {hours} hours before the show"),
+            ),
+            RefundError::Failed(f) => f.into(),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Invalid(invalid) => invalid.into(),
+            AdminError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            AdminError::Failed(f) => f.into(),
         }
     }
 }
@@ -384,61 +641,133 @@ impl From<PayError> for ApiError {
 mod tests {
     use super::*;
     use actix_web::body::to_bytes;
+    use concert_domain::ReservationId;
 
     fn check(e: impl Into<ApiError>, status: u16, code: &str) {
         let e = e.into();
-        assert_eq!((e.status().as_u16(), e.code()), (status, code), "{e}");
+        assert_eq!(
+            (e.status().as_u16(), e.code().as_str()),
+            (status, code),
+            "{e}"
+        );
     }
 
     fn cause() -> anyhow::Error {
         anyhow::anyhow!("connection refused").context("pool timed out")
     }
 
+    fn seat(n: i64) -> SeatNumber {
+        SeatNumber::new(n).unwrap()
+    }
+
+    #[test]
+    fn every_code_has_one_status_and_parses_back() {
+        for code in Code::ALL {
+            assert_eq!(Code::parse(code.as_str()), Some(code));
+            let example = code.example();
+            assert_eq!(example.status, code.status().as_u16());
+            assert_eq!(example.code, code.as_str());
+        }
+        assert_eq!(Code::parse("nope"), None);
+    }
+
+    #[test]
+    fn failures_are_mapped_once() {
+        check(Failure::Conflict, 409, "concurrent-update");
+        check(Failure::LockTimeout, 409, "lock-timeout");
+        check(Failure::LockLost, 409, "concurrent-update");
+        check(Failure::unavailable(cause()), 503, "unavailable");
+        check(Failure::unknown(cause()), 500, "internal");
+        let lost = ApiError::from(Failure::LockLost);
+        assert!(lost.detail.contains("retry"), "{lost}");
+        // and every operation delegates to it
+        check(
+            QueryError::Failed(Failure::Conflict),
+            409,
+            "concurrent-update",
+        );
+        check(
+            ReserveError::Failed(Failure::LockTimeout),
+            409,
+            "lock-timeout",
+        );
+        check(
+            ChargeError::Failed(Failure::LockLost),
+            409,
+            "concurrent-update",
+        );
+        check(
+            UseError::Failed(Failure::unavailable(cause())),
+            503,
+            "unavailable",
+        );
+        check(PayError::Failed(Failure::unknown(cause())), 500, "internal");
+        check(
+            CancelError::Failed(Failure::Conflict),
+            409,
+            "concurrent-update",
+        );
+        check(
+            RefundError::Failed(Failure::LockTimeout),
+            409,
+            "lock-timeout",
+        );
+        check(
+            AdminError::Failed(Failure::unavailable(cause())),
+            503,
+            "unavailable",
+        );
+    }
+
     #[test]
     fn query_errors() {
         check(QueryError::NotFound("concert"), 404, "not-found");
-        check(QueryError::Unavailable(cause()), 503, "unavailable");
-        check(QueryError::Unknown(cause()), 500, "internal");
     }
 
     #[test]
     fn reserve_errors() {
         check(ReserveError::SeatNotFound, 404, "not-found");
-        check(ReserveError::SeatUnavailable, 409, "seat-unavailable");
-        check(ReserveError::Conflict, 409, "concurrent-update");
-        check(ReserveError::LockTimeout, 409, "lock-timeout");
-        check(ReserveError::LockLost, 409, "concurrent-update");
-        check(ReserveError::Unavailable(cause()), 503, "unavailable");
-        check(ReserveError::Unknown(cause()), 500, "internal");
+        let taken = ReserveError::SeatUnavailable {
+            seats: vec![seat(3), seat(9)],
+            yours: None,
+        };
+        check(taken, 409, "seat-unavailable");
+        check(ReserveError::HoldLimit { limit: 2 }, 409, "hold-limit");
+        check(ReserveError::NotAdmitted, 403, "not-admitted");
     }
 
     #[test]
-    fn charge_errors() {
+    fn seat_unavailable_lists_the_seats_and_names_the_callers_own_hold() {
+        let theirs = ApiError::from(ReserveError::SeatUnavailable {
+            seats: vec![seat(3), seat(9)],
+            yours: None,
+        })
+        .problem();
+        assert_eq!(theirs.unavailable_seats, Some(vec![3, 9]));
+        assert_eq!(theirs.detail, "seats 3, 9 are already held or sold");
+        let mine = ApiError::from(ReserveError::SeatUnavailable {
+            seats: vec![seat(7)],
+            yours: Some(ReservationId::from(31)),
+        })
+        .problem();
+        assert_eq!(mine.unavailable_seats, Some(vec![7]));
+        assert_eq!(mine.detail, "you already hold seat 7 (reservation 31)");
+    }
+
+    #[test]
+    fn charge_and_use_errors() {
         let limit = ChargeError::BalanceLimit {
             balance: 9,
             amount: 2,
             max: 10,
         };
         check(limit, 422, "balance-limit");
-        check(ChargeError::Conflict, 409, "concurrent-update");
-        check(ChargeError::LockTimeout, 409, "lock-timeout");
-        check(ChargeError::LockLost, 409, "concurrent-update");
-        check(ChargeError::Unavailable(cause()), 503, "unavailable");
-        check(ChargeError::Unknown(cause()), 500, "internal");
-    }
-
-    #[test]
-    fn use_points_errors() {
-        let short = UsePointsError::InsufficientPoints {
+        check(ChargeError::KeyReused, 422, "idempotency-key-reused");
+        let short = UseError::InsufficientPoints {
             balance: 1,
             needed: 2,
         };
         check(short, 409, "insufficient-points");
-        check(UsePointsError::Conflict, 409, "concurrent-update");
-        check(UsePointsError::LockTimeout, 409, "lock-timeout");
-        check(UsePointsError::LockLost, 409, "concurrent-update");
-        check(UsePointsError::Unavailable(cause()), 503, "unavailable");
-        check(UsePointsError::Unknown(cause()), 500, "internal");
     }
 
     #[test]
@@ -451,11 +780,23 @@ mod tests {
             needed: 500,
         };
         check(short, 409, "insufficient-points");
-        check(PayError::Conflict, 409, "concurrent-update");
-        check(PayError::LockTimeout, 409, "lock-timeout");
-        check(PayError::LockLost, 409, "concurrent-update");
-        check(PayError::Unavailable(cause()), 503, "unavailable");
-        check(PayError::Unknown(cause()), 500, "internal");
+        check(PayError::KeyReused, 422, "idempotency-key-reused");
+        check(PayError::NotAdmitted, 403, "not-admitted");
+    }
+
+    #[test]
+    fn cancel_refund_and_admin_errors() {
+        check(CancelError::NotFound, 404, "not-found");
+        check(CancelError::AlreadyPaid, 409, "already-paid");
+        check(CancelError::Expired, 410, "reservation-expired");
+        check(RefundError::NotFound, 404, "not-found");
+        check(RefundError::Closed { hours: 24 }, 409, "refund-closed");
+        check(
+            AdminError::Invalid(InvalidValue::new("title", "must be 1 to 200 characters")),
+            400,
+            "validation",
+        );
+        check(AdminError::NotFound("concert"), 404, "not-found");
     }
 
     #[test]
@@ -485,13 +826,14 @@ mod tests {
                 status: 410,
                 detail: "the hold expired before payment".into(),
                 code: "reservation-expired".into(),
+                unavailable_seats: None,
             }
         );
     }
 
     #[actix_web::test]
     async fn internal_errors_hide_their_cause() {
-        let (response, problem) = body(QueryError::Unknown(cause()).into()).await;
+        let (response, problem) = body(QueryError::Failed(Failure::unknown(cause())).into()).await;
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!problem.detail.contains("pool"), "{}", problem.detail);
         assert!(!problem.detail.contains("refused"), "{}", problem.detail);
@@ -512,7 +854,23 @@ mod tests {
 
     #[actix_web::test]
     async fn retryable_answers_say_when() {
-        let (response, _) = body(ReserveError::LockTimeout.into()).await;
+        let (response, _) = body(ReserveError::Failed(Failure::LockTimeout).into()).await;
         assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let (response, _) = body(Failure::unavailable(cause()).into()).await;
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let (response, _) = body(Failure::Conflict.into()).await;
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    #[actix_web::test]
+    async fn method_not_allowed_lists_the_allowed_methods() {
+        let (response, problem) =
+            body(ApiError::method_not_allowed("PUT", &["GET", "DELETE"])).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            response.headers().get(header::ALLOW).unwrap(),
+            "GET, DELETE"
+        );
+        assert_eq!(problem.code, "method-not-allowed");
     }
 }

@@ -2,62 +2,48 @@
 //! OpenAPI.
 //!
 //! The inbound side of the hexagon. Handlers validate requests into domain
-//! values and call the domain services held in [`AppState`]; they never
-//! touch a database or a lock service. The contract they implement is the
-//! project's `api.md`: every path, camelCase field, status and problem
-//! `code` in it.
+//! values and call the use cases of [`concert_domain::Services`] held in
+//! [`AppState`]; they never touch storage or locks. The contract they
+//! implement is the project's `api.md`: every path, camelCase field, status
+//! and problem `code` in it.
 //!
-//! Entry points: [`server`] (what the app binary runs), [`app`] (the same
-//! `App`, for in-process tests) and [`configure`] (the routes and extractor
-//! settings alone).
+//! Entry points: [`server`] (what the app binary runs), [`app`] and
+//! [`app_with`] (the same `App`, for in-process tests), [`openapi`] (the
+//! document alone).
 
 pub mod auth;
 pub mod dto;
 pub mod error;
+pub mod extract;
+pub mod log_limit;
+pub mod middleware;
 pub mod openapi;
 pub mod routes;
 
+use std::fmt;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{App, HttpMessage, HttpServer, web};
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::error::{PathError, QueryPayloadError};
+use actix_web::{App, HttpServer, web};
 use async_trait::async_trait;
-use concert_domain::{
-    CatalogueRepository, CatalogueService, Clock, DistributedLock, PaymentRepository,
-    PaymentService, PointService, ReservationService, SeatRepository, WalletRepository,
-};
-use tracing_actix_web::{RequestId, TracingLogger};
+use concert_domain::Services;
 use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use actix_web::dev::{Server, ServerHandle};
-pub use auth::{Auth, AuthUser, TokenError};
-pub use error::{ApiError, PROBLEM_JSON, Problem};
+pub use auth::{Admin, Auth, AuthOptions, AuthUser, TokenError};
+pub use error::{ApiError, Code, PROBLEM_JSON, Problem};
+pub use extract::BodyLimits;
+pub use middleware::{Cors, Observed, REQUEST_ID_HEADER, RequestId, RequestObserver};
 pub use openapi::{ApiDoc, OPENAPI_PATH};
 
-/// The catalogue use cases over run-time chosen adapters.
-pub type Catalogue = CatalogueService<Arc<dyn CatalogueRepository>, Arc<dyn Clock>>;
-/// Seat holds and reservation lookups.
-pub type Reservations =
-    ReservationService<Arc<dyn SeatRepository>, Arc<dyn DistributedLock>, Arc<dyn Clock>>;
-/// Point balance, history and charge.
-pub type Points = PointService<Arc<dyn WalletRepository>, Arc<dyn DistributedLock>, Arc<dyn Clock>>;
-/// Payments.
-pub type Payments =
-    PaymentService<Arc<dyn PaymentRepository>, Arc<dyn DistributedLock>, Arc<dyn Clock>>;
-
-/// The response header that carries the request id of the request's span.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// Largest JSON body accepted (bodies here are a few dozen bytes).
-const JSON_LIMIT: usize = 16 * 1024;
-
 /// A dependency `/health/ready` checks. The app implements it for MySQL and,
-/// when a Redis strategy is configured, for Redis.
+/// when something configured needs it, for Redis.
 #[async_trait]
 pub trait Readiness: Send + Sync {
     /// A short name for the readiness report and logs (`mysql`, `redis`).
@@ -68,65 +54,125 @@ pub trait Readiness: Send + Sync {
 
 /// Everything the handlers need, shared by every worker.
 pub struct AppState {
-    pub catalogue: Catalogue,
-    pub reservations: Reservations,
-    pub points: Points,
-    pub payments: Payments,
+    /// The use cases (cheap to clone: they hold their ports as `Arc`s).
+    pub services: Services,
     pub auth: Auth,
     pub readiness: Vec<Arc<dyn Readiness>>,
 }
 
-/// Registers every route of the contract, the OpenAPI document and Swagger
-/// UI, extractor settings that turn malformed JSON, paths and queries into
-/// 400 `validation` problems, and a 404 problem for unknown paths. The
-/// caller registers the `web::Data<AppState>`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(JSON_LIMIT)
-            .error_handler(|e, _| json_error(e).into()),
-    )
-    .app_data(web::PathConfig::default().error_handler(|e, _| path_error(e).into()))
-    .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
-    .service(resource("/api/v1/concerts").route(web::get().to(routes::list_concerts)))
-    .service(
-        resource("/api/v1/concerts/{concertId}/schedules")
-            .route(web::get().to(routes::list_schedules)),
-    )
-    .service(
-        resource("/api/v1/schedules/{scheduleId}/seats").route(web::get().to(routes::list_seats)),
-    )
-    .service(resource("/api/v1/reservations").route(web::post().to(routes::reserve)))
-    .service(
-        resource("/api/v1/reservations/{reservationId}")
-            .route(web::get().to(routes::get_reservation)),
-    )
-    .service(resource("/api/v1/points").route(web::get().to(routes::balance)))
-    .service(resource("/api/v1/points/charge").route(web::post().to(routes::charge)))
-    .service(resource("/api/v1/points/history").route(web::get().to(routes::history)))
-    .service(resource("/api/v1/payments").route(web::post().to(routes::pay)))
-    .service(resource("/health/live").route(web::get().to(routes::live)))
-    .service(resource("/health/ready").route(web::get().to(routes::ready)))
-    .service(web::redirect("/swagger-ui", "/swagger-ui/"))
-    .service(SwaggerUi::new("/swagger-ui/{_:.*}").url(OPENAPI_PATH, ApiDoc::openapi()))
-    .default_service(web::to(routes::unknown_route));
+/// Renders the metrics in the Prometheus text format (`GET /metrics`).
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// How the server runs; every field has a default.
+#[derive(Clone)]
+pub struct HttpOptions {
+    /// Worker threads (default: one per core).
+    pub workers: Option<usize>,
+    /// Origins a browser front end may call from (empty: no CORS header
+    /// at all). See [`Cors`].
+    pub cors_origins: Vec<String>,
+    /// How long a stop (SIGTERM, or [`ServerHandle::stop`] with `true`)
+    /// waits for accepted requests to finish; they are answered with
+    /// `Connection: close`. Whole seconds, rounded up.
+    pub shutdown_timeout: Duration,
+    /// How long a client may take to send a request head, and separately
+    /// its body (a slower body answers 408 `request-timeout`).
+    pub client_timeout: Duration,
+    /// Largest JSON body accepted (a larger one answers 413).
+    pub json_limit: usize,
+    /// Told about every request (route template, status, latency).
+    pub observer: Option<Arc<dyn RequestObserver>>,
+    /// Serves `GET /metrics` when set (else it answers 404).
+    pub metrics: Option<MetricsRender>,
 }
 
-/// A resource whose unmatched methods answer 405 problem+json.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(routes::wrong_method))
-}
-
-fn json_error(e: JsonPayloadError) -> ApiError {
-    let detail = match &e {
-        JsonPayloadError::ContentType => "expected Content-Type: application/json".to_owned(),
-        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
-            format!("the body is larger than {JSON_LIMIT} bytes")
+impl Default for HttpOptions {
+    fn default() -> Self {
+        let body = BodyLimits::default();
+        Self {
+            workers: None,
+            cors_origins: Vec::new(),
+            shutdown_timeout: Duration::from_secs(30),
+            client_timeout: body.timeout,
+            json_limit: body.max_bytes,
+            observer: None,
+            metrics: None,
         }
-        JsonPayloadError::Deserialize(inner) => format!("invalid JSON body: {inner}"),
-        other => format!("invalid JSON body: {other}"),
-    };
-    ApiError::validation(detail)
+    }
+}
+
+impl fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpOptions")
+            .field("workers", &self.workers)
+            .field("cors_origins", &self.cors_origins)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("client_timeout", &self.client_timeout)
+            .field("json_limit", &self.json_limit)
+            .field("observer", &self.observer.is_some())
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
+}
+
+/// The OpenAPI document of every route [`app`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, doc) =
+        routes::register(App::new().into_utoipa_app().openapi(ApiDoc::openapi())).split_for_parts();
+    openapi::finish(doc)
+}
+
+/// [`app_with`] under the default [`HttpOptions`].
+pub fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    app_with(state, HttpOptions::default())
+}
+
+/// The whole application: every documented route (see [`routes`]), the
+/// OpenAPI document at [`OPENAPI_PATH`] and Swagger UI at `/swagger-ui/`
+/// (fully offline), 400 problems for bad paths and queries, 405 with
+/// `Allow` for a known path with another method, 404 for the rest; CORS
+/// when origins are configured; and, outermost, the request id, the access
+/// log line and the observer (see [`middleware::observe`]).
+pub fn app_with(
+    state: web::Data<AppState>,
+    options: HttpOptions,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let (app, doc) =
+        routes::register(App::new().into_utoipa_app().openapi(ApiDoc::openapi())).split_for_parts();
+    let doc = openapi::finish(doc);
+    let table = openapi::RouteTable::new(&doc);
+    app.app_data(state)
+        .app_data(BodyLimits {
+            max_bytes: options.json_limit,
+            timeout: options.client_timeout,
+        })
+        .app_data(web::PathConfig::default().error_handler(|e, _| path_error(e).into()))
+        .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
+        .app_data(web::Data::new(table))
+        .app_data(web::Data::new(options.metrics.clone()))
+        .service(web::redirect("/swagger-ui", openapi::SWAGGER_UI_PATH))
+        .service(SwaggerUi::new("/swagger-ui/{_:.*}").url(OPENAPI_PATH, doc))
+        .default_service(web::to(routes::fallback))
+        .wrap_fn(Cors::new(&options.cors_origins).middleware())
+        .wrap_fn(middleware::observe(options.observer.clone()))
 }
 
 fn path_error(e: PathError) -> ApiError {
@@ -143,51 +189,26 @@ fn query_error(e: QueryPayloadError) -> ApiError {
     })
 }
 
-/// The whole application: [`configure`]d routes, the shared state, a request
-/// span per request (tracing-actix-web) and its request id returned in the
-/// `x-request-id` response header.
-pub fn app(
-    state: web::Data<AppState>,
-) -> App<
-    impl ServiceFactory<
-        ServiceRequest,
-        Config = (),
-        Response = ServiceResponse<impl MessageBody>,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    App::new()
-        .app_data(state)
-        .configure(configure)
-        .wrap_fn(|req, srv| {
-            let request_id = req.extensions().get::<RequestId>().copied();
-            let response = srv.call(req);
-            async move {
-                let mut response = response.await?;
-                if let Some(id) = request_id
-                    && let Ok(value) = HeaderValue::from_str(&id.to_string())
-                {
-                    response
-                        .headers_mut()
-                        .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
-                }
-                Ok(response)
-            }
-        })
-        .wrap(TracingLogger::default())
-}
-
-/// Starts serving `state` on `listener` with `workers` worker threads (the
-/// number of cores when `None`). The returned server runs when awaited and
-/// stops gracefully on SIGINT/SIGTERM or through its handle.
+/// Starts serving `state` on `listener` under `options`. The returned
+/// server runs when awaited. It stops gracefully on SIGTERM (and on
+/// [`ServerHandle::stop`] with `true`): it accepts no new connection,
+/// finishes the accepted requests within `options.shutdown_timeout`,
+/// answering them with `Connection: close`, and closes idle connections.
+/// SIGINT/SIGQUIT stop it at once.
 pub fn server(
     listener: TcpListener,
     state: AppState,
-    workers: Option<usize>,
+    options: HttpOptions,
 ) -> std::io::Result<Server> {
     let state = web::Data::new(state);
-    let mut server = HttpServer::new(move || app(state.clone())).listen(listener)?;
+    let shutdown_secs =
+        options.shutdown_timeout.as_secs() + u64::from(options.shutdown_timeout.subsec_nanos() > 0);
+    let client_timeout = options.client_timeout;
+    let workers = options.workers;
+    let mut server = HttpServer::new(move || app_with(state.clone(), options.clone()))
+        .client_request_timeout(client_timeout)
+        .shutdown_timeout(shutdown_secs)
+        .listen(listener)?;
     if let Some(workers) = workers {
         server = server.workers(workers.max(1));
     }

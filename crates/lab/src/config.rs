@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::{Context, bail};
-use concert_domain::Strategy;
+use concert_app::StrategyName;
 
 /// The experiments the lab knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl FromStr for Scenario {
 #[derive(Debug, Clone)]
 pub struct LabConfig {
     pub scenarios: Vec<Scenario>,
-    pub strategies: Vec<Strategy>,
+    pub strategies: Vec<StrategyName>,
     pub reps: usize,
     /// point-use: tasks, amount each, starting balance
     pub use_tasks: usize,
@@ -73,7 +73,7 @@ pub struct LabConfig {
     pub redis_url: String,
     pub db_pool_size: usize,
     pub progress: bool,
-    /// Redis strategies queue per key in-process first (as the app does by
+    /// Redis strategies queue per key in the in-process relay first (as the app does by
     /// default); `--no-local-queue` measures the bare Redis locks.
     pub local_queue: bool,
 }
@@ -82,7 +82,10 @@ impl Default for LabConfig {
     fn default() -> Self {
         Self {
             scenarios: Scenario::ALL.to_vec(),
-            strategies: Strategy::ALL.to_vec(),
+            strategies: concert_app::REGISTRY
+                .iter()
+                .map(|s| StrategyName::named(s.name))
+                .collect(),
             reps: 5,
             use_tasks: 100,
             use_amount: 500,
@@ -121,7 +124,7 @@ options:
   --pool N            MySQL pool size (default 32)
   --out DIR           output directory (default target/lab)
   --no-progress       no progress line
-  --no-local-queue    Redis locks without the in-process queue per key
+  --no-local-queue    Redis locks without the in-process relay per key
 DATABASE_URL and REDIS_URL (environment or .env) name the servers; the lab
 creates its own database next to DATABASE_URL's and drops it afterwards.";
 
@@ -216,7 +219,7 @@ mod tests {
         assert_eq!(c.reps, 5);
         assert_eq!(c.seat_users, 1000);
         assert_eq!(c.scenarios.len(), 4);
-        assert_eq!(c.strategies.len(), 8);
+        assert_eq!(c.strategies.len(), concert_app::REGISTRY.len());
     }
 
     #[test]
@@ -226,7 +229,13 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.scenarios, [Scenario::PointUse, Scenario::SeatRace]);
-        assert_eq!(c.strategies, [Strategy::Atomic, Strategy::RedisPubSub]);
+        assert_eq!(
+            c.strategies,
+            [
+                StrategyName::named("atomic"),
+                StrategyName::named("redis-pubsub")
+            ]
+        );
         assert_eq!((c.reps, c.use_tasks, c.seat_users), (2, 10, 50));
     }
 

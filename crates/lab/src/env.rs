@@ -1,92 +1,200 @@
 //! The lab's own world: a fresh database next to `DATABASE_URL`'s, a fresh
-//! Redis key prefix, and services wired exactly as the app wires them.
+//! Redis key prefix, and use cases wired the way the app wires them (the
+//! app's strategy registry), with counters on every control.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use concert_app::{Locks, Services, Settings};
-use concert_domain::Strategy;
-use concert_mysql::Db;
-use concert_redis_lock::{LocalLock, LockStats, RedisLocks};
+use concert_app::{Adapters, Infrastructure, Overrides, Settings, StrategyName};
+use concert_domain::{Controls, LockOptions, Observer, Operation, Services};
+use concert_inprocess::{LocalLock, LockStats};
+use concert_mysql::{DatabaseUrl, Db};
+use concert_redis::{RedisLockSettings, RedisLocks};
+use concert_testkit::Sql;
+use secrecy::SecretString;
 
 use crate::config::LabConfig;
 
+/// The attempt and conflict counters of one (operation, strategy).
+type Slot = (Arc<AtomicU64>, Arc<AtomicU64>);
+
+/// Counts what the controls report, per operation and strategy.
+#[derive(Debug, Default)]
+pub struct Counts {
+    by: Mutex<HashMap<(Operation, String), Slot>>,
+}
+
+/// Attempts and optimistic conflicts of one (operation, strategy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Attempts {
+    pub attempts: u64,
+    pub conflicts: u64,
+}
+
+impl Counts {
+    fn slot(&self, op: Operation, strategy: &str) -> Slot {
+        self.by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((op, strategy.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    pub fn get(&self, op: Operation, strategy: &str) -> Attempts {
+        let (attempts, conflicts) = self.slot(op, strategy);
+        Attempts {
+            attempts: attempts.load(Ordering::Relaxed),
+            conflicts: conflicts.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Observer for Counts {
+    fn attempt(&self, op: Operation, strategy: &str) {
+        self.slot(op, strategy).0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn conflict(&self, op: Operation, strategy: &str) {
+        self.slot(op, strategy).1.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 pub struct LabEnv {
+    pub url: DatabaseUrl,
     pub db: Db,
-    pub database_url: String,
-    pub locks: Locks,
+    /// Direct SQL: set-up, inspection, and the raw baselines (a pool as
+    /// large as the service's, so both compete on equal terms).
+    pub sql: Sql,
     pub redis: RedisLocks,
-    pub local: Arc<LocalLock>,
-    /// Services used only to read balances and history for the exactness
-    /// checks (built once).
+    pub local: LocalLock,
+    pub counts: Arc<Counts>,
+    /// Use cases used only to read balances and history for the exactness
+    /// checks.
     pub checker: Services,
+    infra: Infrastructure,
+    adapters: Adapters,
     settings: Settings,
 }
 
 impl LabEnv {
     pub async fn create(config: &LabConfig) -> anyhow::Result<LabEnv> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let database_url = with_database(&config.database_url, &format!("lab_{}", &id[..12]))?;
-        concert_mysql::run_migrations(&database_url)
+        let url = DatabaseUrl::parse(&config.database_url)
+            .context("invalid DATABASE_URL")?
+            .with_database(&format!("lab_{}", &id[..12]))?;
+        concert_mysql::run_migrations(&url)
             .await
-            .with_context(|| format!("creating the lab database at {database_url}"))?;
+            .with_context(|| format!("creating the lab database {}", url.redacted()))?;
         let mut settings = Settings::from_lookup(|_| None)?;
-        settings.database_url = database_url.clone();
-        settings.redis_url = config.redis_url.clone();
-        settings.redis_prefix = format!("lab:{}", &id[..12]);
-        settings.db_pool_size = config.db_pool_size;
-        settings.lock_wait = Duration::from_secs(30);
-        let db = Db::connect(&database_url, concert_app::pool_options(&settings)).await?;
-        warm_up(&db, config.db_pool_size).await?;
-        let redis = RedisLocks::connect(&settings.redis_url, &settings.redis_prefix)
-            .await
-            .with_context(|| format!("connecting to Redis at {}", settings.redis_url))?;
-        let local = Arc::new(LocalLock::new());
-        let locks = Locks::new(local.clone(), Some(redis.clone()), config.local_queue);
+        settings.database.url = url.clone();
+        settings.database.pool_size = config.db_pool_size;
+        settings.redis.url = SecretString::from(config.redis_url.clone());
+        settings.redis.prefix = format!("lab-{}", &id[..12]);
+        settings.locks.wait = Duration::from_secs(30);
+        settings.locks.local_queue = config.local_queue;
+        let infra = Infrastructure::connect(&settings, &Overrides::default()).await?;
+        warm_up(&infra.db, config.db_pool_size).await?;
+        let redis = RedisLocks::connect(
+            &config.redis_url,
+            &settings.redis.prefix,
+            RedisLockSettings::default(),
+        )
+        .await
+        .with_context(|| format!("connecting to Redis at {}", config.redis_url))?;
+        let sql = Sql::connect_with(url.as_str(), config.db_pool_size).await?;
+        let local = LocalLock::new();
+        let adapters = Adapters {
+            local: local.clone(),
+            redis: Some(redis.clone()),
+            relay: config.local_queue,
+            lock_options: LockOptions {
+                lease: settings.locks.lease,
+                wait: settings.locks.wait,
+                watchdog: true,
+            },
+        };
+        let checker = services_for(
+            &infra,
+            &adapters,
+            &settings,
+            StrategyName::named("atomic"),
+            None,
+        )?;
         Ok(LabEnv {
-            checker: services_for(&settings, Strategy::Atomic, &db, &locks)?,
-            db,
-            database_url,
-            locks,
+            url,
+            db: infra.db.clone(),
+            sql,
             redis,
             local,
+            counts: Arc::default(),
+            checker,
+            infra,
+            adapters,
             settings,
         })
     }
 
-    /// Services whose every operation runs under `strategy`.
-    pub fn services(&self, strategy: Strategy) -> anyhow::Result<Services> {
-        services_for(&self.settings, strategy, &self.db, &self.locks)
+    /// Use cases whose every operation runs under `strategy`, reporting to
+    /// [`LabEnv::counts`].
+    pub fn services(&self, strategy: StrategyName) -> anyhow::Result<Services> {
+        services_for(
+            &self.infra,
+            &self.adapters,
+            &self.settings,
+            strategy,
+            Some(self.counts.clone()),
+        )
     }
 
-    /// The counters of the lock adapter `strategy` uses.
-    pub fn lock_stats(&self, strategy: Strategy) -> Option<LockStats> {
-        match strategy.lock_kind()? {
-            concert_domain::LockKind::Local => Some(self.local.stats()),
-            _ => Some(self.redis.stats()),
+    /// The counters of the lock adapter `strategy` uses, if it takes one.
+    pub fn lock_stats(&self, strategy: StrategyName) -> Option<LockStats> {
+        match strategy.as_str() {
+            "local" => Some(self.local.stats()),
+            _ if strategy.needs_redis() => Some(self.redis.stats()),
+            _ => None,
         }
     }
 
-    /// Drops the lab database.
+    /// Drops the lab database and the lab's Redis keys.
     pub async fn destroy(self) {
-        if let Err(e) = concert_mysql::drop_database(&self.database_url).await {
+        self.sql.close();
+        self.db.close();
+        if let Err(e) = self.redis.purge().await {
+            tracing::warn!(error = %e, "could not delete the lab's Redis keys");
+        }
+        if let Err(e) = concert_mysql::drop_database(&self.url).await {
             tracing::warn!(error = %e, "could not drop the lab database");
         }
     }
 }
 
 fn services_for(
+    infra: &Infrastructure,
+    adapters: &Adapters,
     settings: &Settings,
-    strategy: Strategy,
-    db: &Db,
-    locks: &Locks,
+    strategy: StrategyName,
+    counts: Option<Arc<Counts>>,
 ) -> anyhow::Result<Services> {
-    let mut settings = settings.clone();
-    settings.seat_strategy = strategy;
-    settings.charge_strategy = strategy;
-    settings.use_strategy = strategy;
-    Services::build(&settings, db, locks)
+    let control = |op_strategy: StrategyName| -> anyhow::Result<concert_domain::Control> {
+        let control = op_strategy.build(adapters)?;
+        Ok(match &counts {
+            Some(c) => control.with_observer(c.clone()),
+            None => control,
+        })
+    };
+    Ok(Services::new(
+        infra.ports(),
+        Controls {
+            seats: control(strategy)?,
+            charge: control(strategy)?,
+            spend: control(strategy)?,
+        },
+        settings.policy,
+    ))
 }
 
 /// Opens every pooled connection before anything is timed, so the first
@@ -102,32 +210,4 @@ async fn warm_up(db: &Db, connections: usize) -> anyhow::Result<()> {
         ping.await.context("warm-up task panicked")??;
     }
     Ok(())
-}
-
-/// `url` with its database name replaced by `name`.
-pub fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
-    let scheme = url.find("://").context("DATABASE_URL has no scheme")? + 3;
-    let base = match url[scheme..].find('/') {
-        Some(slash) => &url[..scheme + slash],
-        None => url.split('?').next().unwrap_or(url),
-    };
-    Ok(format!("{base}/{name}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn replaces_the_database_name() {
-        assert_eq!(
-            with_database("mysql://root@127.0.0.1:3306/concert", "lab_x").unwrap(),
-            "mysql://root@127.0.0.1:3306/lab_x"
-        );
-        assert_eq!(
-            with_database("mysql://u:p@h:1", "lab_x").unwrap(),
-            "mysql://u:p@h:1/lab_x"
-        );
-        assert!(with_database("nonsense", "x").is_err());
-    }
 }

@@ -15,8 +15,10 @@ pub use row::Row;
 
 /// Runs the configured scenarios on a fresh database and Redis prefix,
 /// writes `results.json` and the charts into `config.out_dir`, and returns
-/// one row per (scenario, strategy[, target]). Fails if any run breaks an
-/// invariant (balance/history mismatch, two holders of a seat).
+/// one row per (scenario, strategy[, target]). A run that breaks an
+/// invariant (balance/history mismatch, two holders of a seat) makes its
+/// row inexact (`exact: false`, the `violations` named); [`inexact`] lists
+/// them, and the `lab` binary exits non-zero on any.
 pub async fn run(config: &LabConfig) -> anyhow::Result<Vec<Row>> {
     let env = env::LabEnv::create(config).await?;
     let result = scenarios::run_all(&env, config).await;
@@ -26,4 +28,9 @@ pub async fn run(config: &LabConfig) -> anyhow::Result<Vec<Row>> {
         tracing::info!(path = %path.display(), "wrote");
     }
     Ok(rows)
+}
+
+/// The rows whose exactness checks failed.
+pub fn inexact(rows: &[Row]) -> Vec<&Row> {
+    rows.iter().filter(|r| !r.exact).collect()
 }

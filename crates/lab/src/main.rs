@@ -9,7 +9,7 @@ async fn main() -> ExitCode {
     if let Err(e) = load_dotenv() {
         eprintln!("warning: {e}");
     }
-    concert_app::telemetry::init("warn");
+    concert_app::telemetry::init("warn", concert_app::settings::LogFormat::Text);
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -38,7 +38,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
         for path in report::write(&out, &rows, "results-http.json")? {
             eprintln!("wrote {}", path.display());
         }
-        return Ok(());
+        return exact(&rows);
     }
     let config = LabConfig::from_args(&args)?;
     eprintln!(
@@ -61,5 +61,24 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
         "wrote {}/results.json and one chart per scenario (*.svg)",
         config.out_dir.display()
     );
-    Ok(())
+    exact(&rows)
+}
+
+/// Fails, naming every violation, when any row's exactness check failed.
+fn exact(rows: &[concert_lab::Row]) -> anyhow::Result<()> {
+    let bad = concert_lab::inexact(rows);
+    if bad.is_empty() {
+        return Ok(());
+    }
+    for row in &bad {
+        for violation in &row.violations {
+            eprintln!(
+                "EXACTNESS VIOLATED: {} {} {}: {violation}",
+                row.scenario,
+                row.target.as_deref().unwrap_or(""),
+                row.strategy
+            );
+        }
+    }
+    anyhow::bail!("{} rows broke an invariant", bad.len())
 }

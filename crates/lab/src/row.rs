@@ -22,6 +22,8 @@ pub struct Rep {
     pub latencies: Vec<f64>,
     /// Status code counts (HTTP mode).
     pub statuses: BTreeMap<String, u64>,
+    /// What the exactness check found wrong (empty: exact).
+    pub violations: Vec<String>,
 }
 
 /// A row of the results table and of `results.json`.
@@ -58,6 +60,9 @@ pub struct Row {
     pub statuses: BTreeMap<String, u64>,
     /// Every repetition passed the exactness check.
     pub exact: bool,
+    /// What the exactness checks found wrong, over all repetitions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<String>,
 }
 
 impl Row {
@@ -106,7 +111,8 @@ impl Row {
             p95_ms: pct(0.95),
             p99_ms: pct(0.99),
             statuses,
-            exact: true,
+            exact: reps.iter().all(|r| r.violations.is_empty()),
+            violations: reps.iter().flat_map(|r| r.violations.clone()).collect(),
         }
     }
 }
@@ -150,6 +156,22 @@ mod tests {
         assert_eq!(row.successes, 2);
         assert_eq!(row.ops_per_sec, 100.0);
         assert_eq!(row.reps, 3);
+        assert!(row.exact);
+    }
+
+    #[test]
+    fn one_violation_makes_the_row_inexact() {
+        let mut bad = rep(15.0, 1);
+        bad.violations.push("two holders of seat 1".into());
+        let row = Row::summarise(
+            "seat-race",
+            "atomic",
+            "service",
+            None,
+            vec![rep(10.0, 1), bad],
+        );
+        assert!(!row.exact);
+        assert_eq!(row.violations, ["two holders of seat 1"]);
     }
 
     #[test]

@@ -1,296 +1,231 @@
-//! Translation of storage failures into the domain's error variants.
+//! The one translation of storage errors into the domain's [`Failure`].
 //!
-//! diesel-async reports MySQL server errors by message (the numeric code is
-//! not kept), and client-side failures (I/O, closed connection) as messages
-//! starting with the driver's prefix; [`classify`] sorts them into the
-//! classes the domain cares about.
+//! diesel-async reports MariaDB server errors by message (the numeric code
+//! is not kept) and client-side failures (I/O, closed connection) as
+//! messages starting with the driver's prefix; [`classify`] sorts them.
 
-use concert_domain::{ChargeError, PayError, QueryError, ReserveError, UsePointsError};
+use concert_domain::Failure;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 /// The pool error type of our deadpool pool.
 pub(crate) type PoolError = diesel_async::pooled_connection::deadpool::PoolError;
 
-/// What a storage failure means to a caller.
+/// What a storage error means to the caller and to the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Failure {
-    /// The server cannot be reached, went away, or is shutting down: 503.
-    Unavailable,
-    /// Deadlock (1213) or lock wait timeout (1205): the transaction was
-    /// rolled back and may be retried.
-    Contention,
-    /// A unique key refused the write (a concurrent writer won).
-    Duplicate,
+pub(crate) enum Class {
+    /// The connection failed at the network level (refused, reset, closed,
+    /// killed, server gone or shutting down): unavailable, and the
+    /// connection must never be reused.
+    Gone,
+    /// The server did not do it in time (statement time limit, query
+    /// killed, too many connections, read-only): unavailable, but the
+    /// connection itself is fine.
+    Busy,
+    /// Deadlock, lock wait timeout, or a unique key refusing a concurrent
+    /// twin: the transaction lost a race and may be retried.
+    Conflict,
     /// Anything else: a bug or a misconfiguration.
     Other,
 }
 
-/// Sorts a diesel error into a [`Failure`] class.
-pub(crate) fn classify(e: &DieselError) -> Failure {
-    match e {
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Failure::Duplicate,
-        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
-        | DieselError::BrokenTransactionManager => Failure::Unavailable,
-        DieselError::DatabaseError(_, info) => classify_message(info.message()),
-        _ => Failure::Other,
+impl Class {
+    /// Whether a connection that produced this error must be discarded.
+    pub(crate) fn breaks_connection(self) -> bool {
+        self == Class::Gone
     }
 }
 
-fn classify_message(message: &str) -> Failure {
+/// Sorts a diesel error into a [`Class`].
+pub(crate) fn classify(e: &DieselError) -> Class {
+    match e {
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Class::Conflict,
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+        | DieselError::BrokenTransactionManager => Class::Gone,
+        DieselError::DatabaseError(_, info) => classify_message(info.message()),
+        _ => Class::Other,
+    }
+}
+
+fn classify_message(message: &str) -> Class {
     // Client-side failures: mysql_async's `Io` and `Driver` errors
     // (connection refused/reset, "Connection to the server is closed.").
-    const UNAVAILABLE_PREFIXES: [&str; 2] = ["Input/output error", "Driver error"];
-    // Server errors meaning "not now": shutdown (1053), killed (1927),
-    // too many connections (1040), read-only (1290/1836).
-    const UNAVAILABLE_FRAGMENTS: [&str; 5] = [
+    const GONE_PREFIXES: [&str; 2] = ["Input/output error", "Driver error"];
+    // Server errors that end the session: shutdown (1053), killed (1927),
+    // gone away (2006), idle disconnect (4031).
+    const GONE_FRAGMENTS: [&str; 4] = [
         "shutdown in progress",
         "Connection was killed",
+        "server has gone away",
+        "disconnected by the server",
+    ];
+    // Server errors meaning "not now": statement time limit (1969), query
+    // killed (1317), too many connections (1040), read-only (1290/1836).
+    const BUSY_FRAGMENTS: [&str; 4] = [
+        "max_statement_time exceeded",
+        "Query execution was interrupted",
         "Too many connections",
         "--read-only option",
-        "server has gone away",
     ];
-    const CONTENTION_FRAGMENTS: [&str; 2] = ["Deadlock found", "Lock wait timeout exceeded"];
+    const CONFLICT_FRAGMENTS: [&str; 2] = ["Deadlock found", "Lock wait timeout exceeded"];
 
-    if UNAVAILABLE_PREFIXES.iter().any(|p| message.starts_with(p))
-        || UNAVAILABLE_FRAGMENTS.iter().any(|f| message.contains(f))
+    if GONE_PREFIXES.iter().any(|p| message.starts_with(p))
+        || GONE_FRAGMENTS.iter().any(|f| message.contains(f))
     {
-        Failure::Unavailable
-    } else if CONTENTION_FRAGMENTS.iter().any(|f| message.contains(f)) {
-        Failure::Contention
+        Class::Gone
+    } else if BUSY_FRAGMENTS.iter().any(|f| message.contains(f)) {
+        Class::Busy
+    } else if CONFLICT_FRAGMENTS.iter().any(|f| message.contains(f)) {
+        Class::Conflict
     } else {
-        Failure::Other
+        Class::Other
     }
 }
 
-/// The error a transaction closure returns: a business refusal (rolls back
-/// and reaches the caller as is), a database error, or a row that does not
-/// convert into a domain value.
-#[derive(Debug)]
-pub(crate) enum TxError<E> {
-    Refused(E),
-    Db(DieselError),
-    Corrupt(anyhow::Error),
-}
-
-impl<E> From<DieselError> for TxError<E> {
-    fn from(e: DieselError) -> Self {
-        TxError::Db(e)
-    }
-}
-
-impl<E> TxError<E> {
-    /// Maps the refusal, keeping storage failures as they are.
-    pub(crate) fn map_refused<F>(self, f: impl FnOnce(E) -> F) -> TxError<F> {
-        match self {
-            TxError::Refused(e) => TxError::Refused(f(e)),
-            TxError::Db(e) => TxError::Db(e),
-            TxError::Corrupt(e) => TxError::Corrupt(e),
+/// Translates a diesel error met while `context` (what was being done).
+pub(crate) fn failure(e: DieselError, class: Class, context: &'static str) -> Failure {
+    match class {
+        Class::Gone | Class::Busy => Failure::Unavailable(anyhow::Error::new(e).context(context)),
+        Class::Conflict => {
+            tracing::debug!(error = %e, context, "storage conflict");
+            Failure::Conflict
         }
-    }
-
-    /// Whether the connection that produced this error should be discarded
-    /// instead of going back to the pool.
-    pub(crate) fn breaks_connection(&self) -> bool {
-        matches!(self, TxError::Db(e) if classify(e) == Failure::Unavailable)
+        Class::Other => Failure::Unknown(anyhow::Error::new(e).context(context)),
     }
 }
 
-/// Builds a domain error from a storage failure. Implemented for every
-/// operation's error enum.
-pub(crate) trait StorageError: Sized {
-    fn unavailable(cause: anyhow::Error) -> Self;
-    /// A deadlock, lock wait timeout or unique-key race: retryable.
-    fn conflict(cause: anyhow::Error) -> Self;
-    fn unknown(cause: anyhow::Error) -> Self;
-
-    /// Translates a diesel error, with `context` naming the operation.
-    fn from_diesel(e: DieselError, context: &'static str) -> Self {
-        let class = classify(&e);
-        let cause = anyhow::Error::new(e).context(context);
-        match class {
-            Failure::Unavailable => Self::unavailable(cause),
-            Failure::Contention | Failure::Duplicate => Self::conflict(cause),
-            Failure::Other => Self::unknown(cause),
-        }
-    }
-
-    /// Translates a pool checkout failure: every one of them means the
-    /// database cannot serve us now, except a missing runtime (a bug).
-    fn from_pool(e: PoolError) -> Self {
-        let unavailable = !matches!(e, PoolError::NoRuntimeSpecified);
-        let cause = anyhow::Error::new(e).context("checking out a database connection");
-        if unavailable {
-            Self::unavailable(cause)
-        } else {
-            Self::unknown(cause)
-        }
-    }
-
-    /// Translates the outcome of a transaction.
-    fn from_tx(e: TxError<Self>, context: &'static str) -> Self {
-        match e {
-            TxError::Refused(e) => e,
-            TxError::Db(e) => Self::from_diesel(e, context),
-            TxError::Corrupt(e) => Self::unknown(e.context(context)),
-        }
+/// Translates a pool checkout failure: every one means the database cannot
+/// serve us now, except a missing runtime or an invalid URL (bugs or
+/// misconfiguration).
+pub(crate) fn pool_failure(e: PoolError) -> Failure {
+    use diesel::ConnectionError;
+    use diesel_async::pooled_connection::PoolError as Backend;
+    let misconfigured = matches!(
+        e,
+        PoolError::NoRuntimeSpecified
+            | PoolError::Backend(Backend::ConnectionError(
+                ConnectionError::InvalidConnectionUrl(_)
+            ))
+    );
+    let cause = anyhow::Error::new(e).context("checking out a database connection");
+    if misconfigured {
+        Failure::Unknown(cause)
+    } else {
+        Failure::Unavailable(cause)
     }
 }
 
-macro_rules! storage_error {
-    ($ty:ident, conflict: $conflict:expr) => {
-        impl StorageError for $ty {
-            fn unavailable(cause: anyhow::Error) -> Self {
-                $ty::Unavailable(cause)
-            }
-            fn conflict(cause: anyhow::Error) -> Self {
-                #[allow(clippy::redundant_closure_call)]
-                ($conflict)(cause)
-            }
-            fn unknown(cause: anyhow::Error) -> Self {
-                $ty::Unknown(cause)
-            }
-        }
-    };
-}
-
-storage_error!(ReserveError, conflict: |cause: anyhow::Error| {
-    tracing::debug!(error = %format!("{cause:#}"), "seat write conflict");
-    ReserveError::Conflict
-});
-storage_error!(ChargeError, conflict: |cause: anyhow::Error| {
-    tracing::debug!(error = %format!("{cause:#}"), "wallet write conflict");
-    ChargeError::Conflict
-});
-storage_error!(UsePointsError, conflict: |cause: anyhow::Error| {
-    tracing::debug!(error = %format!("{cause:#}"), "wallet write conflict");
-    UsePointsError::Conflict
-});
-storage_error!(PayError, conflict: |cause: anyhow::Error| {
-    tracing::debug!(error = %format!("{cause:#}"), "payment conflict");
-    PayError::Conflict
-});
-// A read cannot conflict; a deadlock in the sweeper is just a failed run.
-storage_error!(QueryError, conflict: QueryError::Unknown);
-
-/// Storage errors for the plain `anyhow` helpers (admin, seed, raw).
-impl StorageError for anyhow::Error {
-    fn unavailable(cause: anyhow::Error) -> Self {
-        cause
-    }
-    fn conflict(cause: anyhow::Error) -> Self {
-        cause
-    }
-    fn unknown(cause: anyhow::Error) -> Self {
-        cause
-    }
+/// A row that does not convert into a domain value: a bug or a hand edit.
+pub(crate) fn corrupt(e: anyhow::Error, context: &'static str) -> Failure {
+    Failure::Unknown(e.context(context))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deadpool::managed::TimeoutType;
 
     fn server(kind: DatabaseErrorKind, message: &str) -> DieselError {
         DieselError::DatabaseError(kind, Box::new(message.to_owned()))
     }
 
+    fn unknown(message: &str) -> DieselError {
+        server(DatabaseErrorKind::Unknown, message)
+    }
+
+    fn translated(e: DieselError) -> Failure {
+        let class = classify(&e);
+        failure(e, class, "testing")
+    }
+
     #[test]
-    fn connection_failures_are_unavailable() {
+    fn network_failures_break_the_connection() {
         for message in [
             "Input/output error: Input/output error: Connection refused (os error 111)",
             "Driver error: `Connection to the server is closed.'",
             "Server shutdown in progress",
             "Connection was killed",
-            "Too many connections",
+            "MySQL server has gone away",
+            "The client was disconnected by the server because of inactivity",
         ] {
-            assert_eq!(
-                classify(&server(DatabaseErrorKind::Unknown, message)),
-                Failure::Unavailable,
-                "{message}"
-            );
+            let class = classify(&unknown(message));
+            assert_eq!(class, Class::Gone, "{message}");
+            assert!(class.breaks_connection());
+            assert!(matches!(
+                translated(unknown(message)),
+                Failure::Unavailable(_)
+            ));
         }
         assert_eq!(
             classify(&DieselError::BrokenTransactionManager),
-            Failure::Unavailable
+            Class::Gone
         );
     }
 
     #[test]
-    fn deadlocks_and_lock_waits_are_contention() {
+    fn time_limits_are_unavailable_but_keep_the_connection() {
         for message in [
-            "Deadlock found when trying to get lock; try restarting transaction",
-            "Lock wait timeout exceeded; try restarting transaction",
+            "Query execution was interrupted (max_statement_time exceeded)",
+            "Query execution was interrupted",
+            "Too many connections",
         ] {
-            assert_eq!(
-                classify(&server(DatabaseErrorKind::Unknown, message)),
-                Failure::Contention
-            );
+            let class = classify(&unknown(message));
+            assert_eq!(class, Class::Busy, "{message}");
+            assert!(!class.breaks_connection());
+            assert!(matches!(
+                translated(unknown(message)),
+                Failure::Unavailable(_)
+            ));
         }
     }
 
     #[test]
-    fn unique_violations_are_duplicates_and_the_rest_is_other() {
-        assert_eq!(
-            classify(&server(
-                DatabaseErrorKind::UniqueViolation,
-                "Duplicate entry '7' for key 'uq_reservations_live_seat'"
-            )),
-            Failure::Duplicate
-        );
-        assert_eq!(
-            classify(&server(DatabaseErrorKind::Unknown, "Unknown column 'x'")),
-            Failure::Other
-        );
-        assert_eq!(classify(&DieselError::NotFound), Failure::Other);
-    }
-
-    #[test]
-    fn domain_errors_by_class() {
-        let deadlock = || server(DatabaseErrorKind::Unknown, "Deadlock found when ...");
-        let gone = || {
+    fn deadlocks_lock_waits_and_unique_races_are_conflicts() {
+        for e in [
+            unknown("Deadlock found when trying to get lock; try restarting transaction"),
+            unknown("Lock wait timeout exceeded; try restarting transaction"),
             server(
-                DatabaseErrorKind::Unknown,
-                "Input/output error: broken pipe",
-            )
-        };
-        let odd = || server(DatabaseErrorKind::Unknown, "Unknown column");
-        assert!(matches!(
-            ReserveError::from_diesel(deadlock(), "t"),
-            ReserveError::Conflict
-        ));
-        assert!(matches!(
-            PayError::from_diesel(gone(), "t"),
-            PayError::Unavailable(_)
-        ));
-        assert!(matches!(
-            ChargeError::from_diesel(odd(), "t"),
-            ChargeError::Unknown(_)
-        ));
-        assert!(matches!(
-            QueryError::from_diesel(deadlock(), "t"),
-            QueryError::Unknown(_)
-        ));
-        assert!(matches!(
-            UsePointsError::from_pool(PoolError::Timeout(deadpool::managed::TimeoutType::Wait)),
-            UsePointsError::Unavailable(_)
-        ));
-        assert!(matches!(
-            UsePointsError::from_pool(PoolError::NoRuntimeSpecified),
-            UsePointsError::Unknown(_)
-        ));
+                DatabaseErrorKind::UniqueViolation,
+                "Duplicate entry '7' for key 'uq_reservations_live_seat'",
+            ),
+        ] {
+            assert_eq!(classify(&e), Class::Conflict);
+            assert!(matches!(translated(e), Failure::Conflict));
+        }
     }
 
     #[test]
-    fn transaction_outcomes_keep_refusals() {
-        let refused: TxError<PayError> = TxError::Refused(PayError::AlreadyPaid);
-        assert_eq!(PayError::from_tx(refused, "t"), PayError::AlreadyPaid);
-        let corrupt: TxError<PayError> = TxError::Corrupt(anyhow::anyhow!("bad row"));
+    fn the_rest_is_unknown_with_its_context() {
+        for e in [
+            unknown("Unknown column 'x' in 'field list'"),
+            server(
+                DatabaseErrorKind::CheckViolation,
+                "CONSTRAINT `ck_wallets_balance` failed",
+            ),
+            DieselError::NotFound,
+        ] {
+            assert_eq!(classify(&e), Class::Other);
+            match translated(e) {
+                Failure::Unknown(cause) => assert!(format!("{cause:#}").starts_with("testing")),
+                other => panic!("{other:?}"),
+            }
+        }
+        let corrupt = corrupt(anyhow::anyhow!("bad row"), "reading a seat");
+        assert!(matches!(corrupt, Failure::Unknown(_)));
+    }
+
+    #[test]
+    fn pool_failures_are_unavailable_unless_misconfigured() {
         assert!(matches!(
-            PayError::from_tx(corrupt, "t"),
-            PayError::Unknown(_)
+            pool_failure(PoolError::Timeout(TimeoutType::Wait)),
+            Failure::Unavailable(_)
         ));
-        let gone: TxError<PayError> =
-            TxError::Db(server(DatabaseErrorKind::Unknown, "Driver error: closed"));
-        assert!(gone.breaks_connection());
-        assert!(!TxError::<PayError>::Refused(PayError::NotFound).breaks_connection());
+        assert!(matches!(
+            pool_failure(PoolError::Closed),
+            Failure::Unavailable(_)
+        ));
+        assert!(matches!(
+            pool_failure(PoolError::NoRuntimeSpecified),
+            Failure::Unknown(_)
+        ));
     }
 }

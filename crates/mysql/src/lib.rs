@@ -1,46 +1,46 @@
-//! MySQL/MariaDB adapter: the domain's repository ports on diesel-async,
-//! the schema, the embedded migrations, and helpers for set-up.
+//! MySQL/MariaDB adapter: the domain's storage ports on diesel-async.
 //!
-//! - [`Db`]: the connection pool ([`PoolOptions`]), shared by every
-//!   repository.
-//! - [`MysqlCatalogue`], [`MysqlSeats`], [`MysqlWallets`], [`MysqlPayments`]:
-//!   the ports `CatalogueRepository`, `SeatRepository`, `WalletRepository`
-//!   and `PaymentRepository`. Each write is one transaction that loads,
-//!   lets the domain rule decide, and writes with the locking its
-//!   `WriteMode` names; the domain never sees SQL and this crate never
-//!   decides a business rule the domain has a function for.
-//! - [`run_migrations`] and friends: database creation and the migrations of
-//!   `migrations/`, embedded in the binary.
-//! - [`admin`]: set-up and inspection helpers; [`raw`]: the lab's plain-SQL
-//!   baselines; [`seed_demo`]: the demo catalogue.
+//! - [`MysqlStore`]: `Transactions` (a unit of work is one transaction on
+//!   one pooled connection, handing out every repository), `Queries` and
+//!   `CatalogueRepository`. The unit applies the protection it was begun
+//!   with (version checks on every save, `FOR UPDATE` reads when
+//!   pessimistic, fencing tokens when fenced, single conditional statements
+//!   for the atomic methods); the use cases decide every business step.
+//! - [`Db`]: the connection pool ([`PoolOptions`], [`PoolStatus`]).
+//! - [`DatabaseUrl`]: a database URL, parsed once.
+//! - [`run_migrations`] and friends: database creation and the migrations
+//!   of `migrations/`, embedded in the binary.
 //!
-//! Requires MariaDB 10.5+ (`INSERT ... RETURNING`); developed on 10.11.
-//! Diesel stays inside this crate: no diesel type appears in a public
-//! signature. Errors: pool timeouts and lost connections are `Unavailable`;
-//! deadlocks, lock wait timeouts and unique-key races are `Conflict`;
-//! anything else is `Unknown` with its context. Nothing here panics on a
-//! database answer.
+//! Requires MariaDB 10.5+ (`INSERT ... RETURNING`, `max_statement_time`);
+//! developed on 10.11. Diesel stays inside this crate: no diesel type
+//! appears in a public signature. Errors are translated in one place
+//! (`error.rs`): unreachable, killed or too slow is
+//! [`concert_domain::Failure::Unavailable`]; deadlocks, lock wait timeouts
+//! and unique-key races are `Conflict`; anything else, and a row that does
+//! not convert, is `Unknown` with its context. Nothing here panics on a
+//! database answer. Every statement is prepared once per connection and
+//! reused.
 
-pub mod admin;
 mod catalogue;
 mod error;
 mod idempotency;
 mod migrate;
+mod outbox;
 mod payments;
 mod pool;
-pub mod raw;
+mod prepared;
+mod queries;
+mod reservations;
 mod rows;
 mod schema;
 mod seats;
-mod seed;
+mod store;
+mod url;
 mod wallets;
 
-pub use catalogue::MysqlCatalogue;
 pub use migrate::{
     create_database_if_missing, drop_database, revert_all_migrations, run_migrations,
 };
-pub use payments::MysqlPayments;
-pub use pool::{Db, PoolOptions};
-pub use seats::MysqlSeats;
-pub use seed::{DEMO_CONCERTS, DEMO_SCHEDULES, SeedReport, demo_price, seed_demo};
-pub use wallets::MysqlWallets;
+pub use pool::{Db, PoolOptions, PoolStatus};
+pub use store::MysqlStore;
+pub use url::DatabaseUrl;

@@ -1,63 +1,25 @@
 //! Database creation and the embedded migrations (`migrations/` at the
 //! workspace root, compiled into the binary).
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use diesel::Connection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+use crate::url::DatabaseUrl;
+
 /// Every migration of the workspace, embedded at compile time.
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
-/// A `mysql://` URL split into the server part and the database name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DatabaseUrl {
-    /// The same URL without the database name (query string kept).
-    pub server: String,
-    pub name: String,
-}
-
-impl DatabaseUrl {
-    pub(crate) fn parse(url: &str) -> anyhow::Result<Self> {
-        let rest = url
-            .strip_prefix("mysql://")
-            .ok_or_else(|| anyhow!("database URL must start with mysql://"))?;
-        let (main, query) = match rest.split_once('?') {
-            Some((main, query)) => (main, Some(query)),
-            None => (rest, None),
-        };
-        let (host, name) = main
-            .split_once('/')
-            .ok_or_else(|| anyhow!("database URL names no database (mysql://host/NAME)"))?;
-        if name.is_empty() {
-            bail!("database URL names no database (mysql://host/NAME)");
-        }
-        let valid = name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b == b'-');
-        if !valid {
-            bail!("database name {name:?} must be 1 to 64 characters of A-Z, a-z, 0-9, _, $ or -");
-        }
-        let mut server = format!("mysql://{host}/");
-        if let Some(query) = query {
-            server.push('?');
-            server.push_str(query);
-        }
-        Ok(Self {
-            server,
-            name: name.to_owned(),
-        })
-    }
-}
-
-async fn server_execute(url: &str, make_sql: impl FnOnce(&str) -> String) -> anyhow::Result<()> {
-    let target = DatabaseUrl::parse(url)?;
-    let mut conn = AsyncMysqlConnection::establish(&target.server)
+async fn server_execute(
+    url: &DatabaseUrl,
+    make_sql: impl FnOnce(&str) -> String,
+) -> anyhow::Result<()> {
+    let mut conn = AsyncMysqlConnection::establish(&url.server())
         .await
-        .with_context(|| format!("connecting to the MySQL server of {:?}", target.name))?;
-    let sql = make_sql(&target.name);
+        .with_context(|| format!("connecting to the MySQL server of {url}"))?;
+    let sql = make_sql(url.name());
     conn.batch_execute(&sql)
         .await
         .with_context(|| format!("running {sql:?}"))?;
@@ -67,7 +29,7 @@ async fn server_execute(url: &str, make_sql: impl FnOnce(&str) -> String) -> any
 /// Connects to the server named by `url` (without selecting the database)
 /// and creates the database if it does not exist yet, in `utf8mb4`.
 /// Idempotent.
-pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
+pub async fn create_database_if_missing(url: &DatabaseUrl) -> anyhow::Result<()> {
     server_execute(url, |name| {
         format!("CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")
     })
@@ -75,7 +37,7 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
 }
 
 /// Drops the database named by `url` if it exists. Idempotent.
-pub async fn drop_database(url: &str) -> anyhow::Result<()> {
+pub async fn drop_database(url: &DatabaseUrl) -> anyhow::Result<()> {
     server_execute(url, |name| format!("DROP DATABASE IF EXISTS `{name}`")).await
 }
 
@@ -83,12 +45,12 @@ pub async fn drop_database(url: &str) -> anyhow::Result<()> {
 /// `AsyncConnectionWrapper`) on a blocking thread, as diesel's migration
 /// harness requires.
 async fn with_sync_connection<T: Send + 'static>(
-    url: &str,
+    url: &DatabaseUrl,
     work: impl FnOnce(&mut AsyncConnectionWrapper<AsyncMysqlConnection>) -> anyhow::Result<T>
     + Send
     + 'static,
 ) -> anyhow::Result<T> {
-    let url = url.to_owned();
+    let url = url.as_str().to_owned();
     tokio::task::spawn_blocking(move || {
         let mut conn =
             <AsyncConnectionWrapper<AsyncMysqlConnection> as Connection>::establish(&url)
@@ -100,8 +62,9 @@ async fn with_sync_connection<T: Send + 'static>(
 }
 
 /// Creates the database if missing, then applies every embedded migration
-/// not applied yet. Returns when the schema is current. Idempotent.
-pub async fn run_migrations(url: &str) -> anyhow::Result<()> {
+/// not applied yet; returns how many it applied (0: the schema was
+/// current). Idempotent.
+pub async fn run_migrations(url: &DatabaseUrl) -> anyhow::Result<usize> {
     create_database_if_missing(url).await?;
     let applied = with_sync_connection(url, |conn| {
         conn.run_pending_migrations(MIGRATIONS)
@@ -110,12 +73,13 @@ pub async fn run_migrations(url: &str) -> anyhow::Result<()> {
     })
     .await?;
     tracing::info!(applied, "database migrations are current");
-    Ok(())
+    Ok(applied)
 }
 
 /// Reverts every applied migration (runs each `down.sql`, newest first):
 /// every table of the schema is gone afterwards, the database itself stays.
-pub async fn revert_all_migrations(url: &str) -> anyhow::Result<()> {
+/// Returns how many it reverted.
+pub async fn revert_all_migrations(url: &DatabaseUrl) -> anyhow::Result<usize> {
     let reverted = with_sync_connection(url, |conn| {
         conn.revert_all_migrations(MIGRATIONS)
             .map(|versions| versions.len())
@@ -123,43 +87,5 @@ pub async fn revert_all_migrations(url: &str) -> anyhow::Result<()> {
     })
     .await?;
     tracing::info!(reverted, "database migrations reverted");
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_split_into_server_and_name() {
-        assert_eq!(
-            DatabaseUrl::parse("mysql://root@127.0.0.1:3306/concert").unwrap(),
-            DatabaseUrl {
-                server: "mysql://root@127.0.0.1:3306/".into(),
-                name: "concert".into()
-            }
-        );
-        assert_eq!(
-            DatabaseUrl::parse("mysql://u:p@db/test_ab12?prefer_socket=false").unwrap(),
-            DatabaseUrl {
-                server: "mysql://u:p@db/?prefer_socket=false".into(),
-                name: "test_ab12".into()
-            }
-        );
-    }
-
-    #[test]
-    fn bad_urls_and_names_are_refused() {
-        for url in [
-            "postgres://h/db",
-            "mysql://h",
-            "mysql://h/",
-            "mysql://h/a`b",
-            "mysql://h/a b",
-            "mysql://h/a/b",
-        ] {
-            assert!(DatabaseUrl::parse(url).is_err(), "{url}");
-        }
-        assert!(DatabaseUrl::parse(&format!("mysql://h/{}", "x".repeat(65))).is_err());
-    }
+    Ok(reverted)
 }

@@ -1,189 +1,75 @@
-//! Payments: [`MysqlPayments`].
+//! [`PaymentRepository`] on a unit of work.
 
-use anyhow::anyhow;
 use async_trait::async_trait;
-use concert_domain::{
-    PayError, PayReservation, Payment, PaymentId, PaymentRepository, PointChange, WriteMode,
-};
+use concert_domain::{Failure, NewPayment, Payment, PaymentId, PaymentRepository, PaymentStatus};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Datetime, Unsigned};
-use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
+use diesel::sql_types::{BigInt, Datetime, Unsigned, Varchar};
+use diesel_async::RunQueryDsl;
 
-use crate::error::TxError;
-use crate::idempotency::{self, Outcome, Scope};
-use crate::pool::Db;
-use crate::rows::{PaymentRow, ReservationRow, SEAT_HELD, SEAT_SOLD, from_db, to_db};
-use crate::schema::{payments, reservations, seats};
-use crate::wallets::{WalletStop, change_wallet, fence_held};
+use crate::error::corrupt;
+use crate::prepared::reuse;
+use crate::reservations::NewId;
+use crate::rows::{PaymentRow, as_stored, to_db};
+use crate::schema::payments;
+use crate::store::MysqlUnit;
 
-/// [`PaymentRepository`] on MySQL.
-///
-/// One transaction per payment, in this order: (idempotency key), read the
-/// reservation and check it with `Reservation::check_payable`, sell the
-/// seat with a conditional `UPDATE` that only matches while the seat is
-/// still held by this reservation (this locks the seat row first, as a
-/// hold does), confirm the reservation, take the price from the wallet in
-/// the requested [`WriteMode`] (see the wallet repository), append the
-/// history row, insert the payment, commit. Any refusal rolls the whole
-/// transaction back.
-#[derive(Clone, Debug)]
-pub struct MysqlPayments {
-    db: Db,
-}
-
-impl MysqlPayments {
-    pub fn new(db: Db) -> Self {
-        Self { db }
-    }
-}
-
-#[derive(QueryableByName)]
-struct NewId {
-    #[diesel(sql_type = Unsigned<BigInt>)]
-    id: u64,
-}
-
-async fn pay_tx(
-    c: &mut AsyncMysqlConnection,
-    cmd: &PayReservation,
-    mode: WriteMode,
-) -> Result<Payment, TxError<PayError>> {
-    let now = to_db(cmd.now);
-    if let Some(key) = &cmd.idempotency
-        && let Some(first) = idempotency::claim(c, cmd.user, Scope::Payment, key, now).await?
-    {
-        let id = first.payment_id.ok_or_else(|| {
-            TxError::Corrupt(anyhow!("payment key of user {} has no payment", cmd.user))
-        })?;
-        let row: PaymentRow = payments::table
-            .find(id)
-            .select(PaymentRow::as_select())
-            .first(c)
-            .await?;
-        return row.to_domain().map_err(TxError::Corrupt);
-    }
-
-    let row = load_reservation(c, cmd).await?;
-    let reservation = row.to_domain().map_err(TxError::Corrupt)?;
-    reservation
-        .check_payable(cmd.user, cmd.now)
-        .map_err(TxError::Refused)?;
-
-    let sold = diesel::update(
-        seats::table
-            .find(row.seat_id)
-            .filter(seats::status.eq(SEAT_HELD))
-            .filter(seats::held_by.eq(row.user_id))
-            .filter(seats::held_until.eq(row.expires_at))
-            .filter(seats::held_until.gt(now)),
-    )
-    .set((
-        seats::status.eq(SEAT_SOLD),
-        seats::version.eq(seats::version + 1),
-    ))
-    .execute(c)
-    .await?;
-    if sold == 0 {
-        // Changed since the read (paid, expired or replaced concurrently):
-        // the fresh row says which.
-        let fresh = load_reservation(c, cmd).await?;
-        fresh
-            .to_domain()
-            .map_err(TxError::Corrupt)?
-            .check_payable(cmd.user, cmd.now)
-            .map_err(TxError::Refused)?;
-        return Err(TxError::Refused(PayError::Conflict));
-    }
-    let confirmed = diesel::update(
-        reservations::table
-            .find(row.id)
-            .filter(reservations::status.eq("HELD")),
-    )
-    .set(reservations::status.eq("CONFIRMED"))
-    .execute(c)
-    .await?;
-    if confirmed == 0 {
-        return Err(TxError::Refused(PayError::Conflict));
-    }
-
-    let price = reservation.price;
-    change_wallet(
-        c,
-        cmd.user,
-        PointChange::Use(price),
-        now,
-        mode,
-        cmd.fence.as_ref(),
-        false,
-    )
-    .await
-    .map_err(|e| {
-        e.map_refused(|stop| match stop {
-            WalletStop::Missing => PayError::InsufficientPoints {
-                balance: 0,
-                needed: price.get(),
-            },
-            WalletStop::Rule(rule) => PayError::from(rule),
-            WalletStop::Conflict => PayError::Conflict,
-            WalletStop::LockLost => PayError::LockLost,
-        })
-    })?;
-
-    let payment: NewId = diesel::sql_query(
-        "INSERT INTO payments (reservation_id, user_id, amount, paid_at) \
-         VALUES (?, ?, ?, ?) RETURNING id",
-    )
-    .bind::<Unsigned<BigInt>, _>(row.id)
-    .bind::<Unsigned<BigInt>, _>(cmd.user.get())
-    .bind::<Unsigned<BigInt>, _>(price.get())
-    .bind::<Datetime, _>(now)
-    .get_result(c)
-    .await?;
-    if let Some(key) = &cmd.idempotency {
-        idempotency::record(
-            c,
-            cmd.user,
-            Scope::Payment,
-            key,
-            Outcome::Payment(payment.id),
-        )
-        .await?;
-    }
-    if !fence_held(cmd.fence.as_ref()) {
-        return Err(TxError::Refused(PayError::LockLost));
-    }
-    Ok(Payment {
-        id: PaymentId::from(payment.id),
-        reservation: cmd.reservation,
-        user: cmd.user,
-        amount: price,
-        paid_at: from_db(now),
-    })
-}
-
-/// The reservation, or `NotFound` when it does not exist or is not the
-/// payer's (nothing about another user's reservation is revealed).
-async fn load_reservation(
-    c: &mut AsyncMysqlConnection,
-    cmd: &PayReservation,
-) -> Result<ReservationRow, TxError<PayError>> {
-    reservations::table
-        .find(cmd.reservation.get())
-        .select(ReservationRow::as_select())
-        .first(c)
-        .await
-        .optional()?
-        .filter(|row| row.user_id == cmd.user.get())
-        .ok_or(TxError::Refused(PayError::NotFound))
-}
+const INSERT: &str = "INSERT INTO payments (reservation_id, user_id, amount, paid_at, status) \
+     VALUES (?, ?, ?, ?, ?) RETURNING id";
+/// Compare-and-set of the status.
+const SAVE: &str = "UPDATE payments SET status = ? WHERE id = ? AND status = ?";
 
 #[async_trait]
-impl PaymentRepository for MysqlPayments {
-    async fn pay(&self, cmd: PayReservation, mode: WriteMode) -> Result<Payment, PayError> {
-        let mut conn = self.db.get::<PayError>().await?;
-        let outcome = conn
-            .transaction(async |c| pay_tx(c, &cmd, mode).await)
-            .await;
-        self.db.finish(conn, outcome, "paying a reservation")
+impl PaymentRepository for MysqlUnit {
+    /// `INSERT ... RETURNING id`; the unique key on the reservation refuses
+    /// a second payment (a conflict).
+    async fn insert(&mut self, new: &NewPayment) -> Result<Payment, Failure> {
+        let query = diesel::sql_query(INSERT)
+            .bind::<Unsigned<BigInt>, _>(new.reservation.get())
+            .bind::<Unsigned<BigInt>, _>(new.user.get())
+            .bind::<Unsigned<BigInt>, _>(new.amount.get())
+            .bind::<Datetime, _>(to_db(new.paid_at))
+            .bind::<Varchar, _>(PaymentStatus::Paid.as_str());
+        let (c, guard) = self.session.split()?;
+        let row: NewId = guard
+            .run("recording a payment", reuse(query).get_result(c))
+            .await?;
+        Ok(Payment {
+            id: PaymentId::from(row.id),
+            reservation: new.reservation,
+            user: new.user,
+            amount: new.amount,
+            paid_at: as_stored(new.paid_at),
+            status: PaymentStatus::Paid,
+        })
+    }
+
+    async fn find(&mut self, id: PaymentId) -> Result<Option<Payment>, Failure> {
+        let query = payments::table
+            .find(id.get())
+            .select(PaymentRow::as_select());
+        let (c, guard) = self.session.split()?;
+        let row: Option<PaymentRow> = guard
+            .optional("reading a payment", reuse(query).get_result(c))
+            .await?;
+        row.as_ref()
+            .map(PaymentRow::to_domain)
+            .transpose()
+            .map_err(|e| corrupt(e, "reading a payment"))
+    }
+
+    async fn save(&mut self, payment: &Payment, expected: PaymentStatus) -> Result<(), Failure> {
+        let query = diesel::sql_query(SAVE)
+            .bind::<Varchar, _>(payment.status.as_str())
+            .bind::<Unsigned<BigInt>, _>(payment.id.get())
+            .bind::<Varchar, _>(expected.as_str());
+        let (c, guard) = self.session.split()?;
+        let written = guard
+            .run("writing a payment", reuse(query).execute(c))
+            .await?;
+        if written == 1 {
+            Ok(())
+        } else {
+            Err(Failure::Conflict)
+        }
     }
 }

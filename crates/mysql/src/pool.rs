@@ -1,18 +1,27 @@
-//! The connection pool.
+//! The connection pool ([`Db`]) and the checked-out connection every
+//! statement of this crate runs on ([`Session`]).
 
+use std::future::Future;
 use std::time::Duration;
 
-use diesel::result::ConnectionError;
+use concert_domain::Failure;
+use diesel::result::{ConnectionError, QueryResult};
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, SimpleAsyncConnection};
 
-use crate::error::{StorageError, TxError};
+use crate::error::{self, classify};
+use crate::url::DatabaseUrl;
 
 /// A pooled connection (internal).
-pub(crate) type Conn = Object<AsyncMysqlConnection>;
+type Conn = Object<AsyncMysqlConnection>;
+
+/// How much longer than the server-side statement limit the client waits
+/// for an answer before it gives the connection up (a server cut off by the
+/// network never answers at all).
+const CLIENT_MARGIN: Duration = Duration::from_secs(2);
 
 /// Sizing and timeouts of the connection pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +34,15 @@ pub struct PoolOptions {
     /// How long opening a new connection may take (default 5 s); also bounds
     /// the recycling of a returned one.
     pub connect_timeout: Duration,
+    /// The server-side limit of every statement of a session (MariaDB's
+    /// `max_statement_time`), row-lock waits included: a statement that
+    /// runs longer fails as "unavailable". Row-lock waits are also limited
+    /// to its whole seconds (`innodb_lock_wait_timeout`, at least 1 s), so a
+    /// wait ends as a conflict no later than the statement limit. The client
+    /// gives a connection that does not answer within the limit plus 2 s up.
+    /// `None` (or zero): the server's defaults and no client limit. Default
+    /// 5 s.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Default for PoolOptions {
@@ -33,8 +51,28 @@ impl Default for PoolOptions {
             max_size: 32,
             wait_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Some(Duration::from_secs(5)),
         }
     }
+}
+
+impl PoolOptions {
+    fn statement_limit(&self) -> Option<Duration> {
+        self.statement_timeout.filter(|t| !t.is_zero())
+    }
+}
+
+/// How busy the pool is, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections open now (idle or in use).
+    pub size: usize,
+    /// Idle connections ready to be checked out.
+    pub available: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+    /// The most connections the pool opens.
+    pub max_size: usize,
 }
 
 /// Handle to the database: a pool of connections, cheap to clone (clones
@@ -43,22 +81,22 @@ impl Default for PoolOptions {
 /// Every connection runs its transactions at `READ COMMITTED`: each
 /// statement reads the latest committed rows, and InnoDB takes no gap locks
 /// for locking reads of missing rows, so concurrent wallet creations and
-/// `SELECT ... FOR UPDATE` misses do not deadlock each other. Every write in
+/// `SELECT ... FOR UPDATE` misses do not deadlock each other. Every write of
 /// this crate either locks the rows it depends on or checks a `version`, so
-/// nothing relies on repeatable reads.
+/// nothing relies on repeatable reads. Sessions also get the statement
+/// limits of [`PoolOptions::statement_timeout`].
 #[derive(Clone)]
 pub struct Db {
     pool: Pool<AsyncMysqlConnection>,
+    /// The client-side bound of one statement.
+    answer_within: Option<Duration>,
 }
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let status = self.pool.status();
         f.debug_struct("Db")
-            .field("max_size", &status.max_size)
-            .field("size", &status.size)
-            .field("available", &status.available)
-            .finish()
+            .field("status", &self.status())
+            .finish_non_exhaustive()
     }
 }
 
@@ -68,17 +106,18 @@ impl Db {
     /// still down and report it through [`Db::ping`] (`/health/ready`).
     /// Fails only for an invalid pool configuration. Must be called inside
     /// a tokio runtime (the pool's timeouts use it).
-    pub async fn connect(url: &str, options: PoolOptions) -> anyhow::Result<Db> {
-        let connect_timeout = options.connect_timeout;
+    pub async fn connect(url: &DatabaseUrl, options: PoolOptions) -> anyhow::Result<Db> {
         let mut config = ManagerConfig::<AsyncMysqlConnection>::default();
         // No `SELECT 1` per checkout: a dead connection shows up as an
-        // "unavailable" error on first use and is then discarded.
+        // "unavailable" error on first use and is then discarded. A
+        // connection is never returned with an open transaction: [`Session`]
+        // discards it on drop.
         config.recycling_method = RecyclingMethod::Fast;
         config.custom_setup = Box::new(move |url| {
             let url = url.to_owned();
-            Box::pin(async move { establish(&url, connect_timeout).await })
+            Box::pin(async move { establish(&url, options).await })
         });
-        let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+        let manager = AsyncDieselConnectionManager::new_with_config(url.as_str(), config);
         let pool = Pool::builder(manager)
             .max_size(options.max_size.max(1))
             .runtime(deadpool::Runtime::Tokio1)
@@ -87,7 +126,10 @@ impl Db {
             .recycle_timeout(Some(options.connect_timeout))
             .build()
             .map_err(|e| anyhow::anyhow!("building the MySQL connection pool: {e}"))?;
-        Ok(Db { pool })
+        Ok(Db {
+            pool,
+            answer_within: options.statement_limit().map(|t| t + CLIENT_MARGIN),
+        })
     }
 
     /// Succeeds when the database answers a trivial query within the pool's
@@ -96,22 +138,20 @@ impl Db {
     pub async fn ping(&self) -> anyhow::Result<()> {
         let mut last = None;
         for _ in 0..2 {
-            let mut conn = self.get::<anyhow::Error>().await?;
-            match diesel::sql_query("SELECT 1").execute(&mut *conn).await {
-                Ok(_) => return Ok(()),
-                Err(e) => {
-                    let outcome: TxError<()> = TxError::Db(e);
-                    if outcome.breaks_connection() {
-                        let _ = Object::take(conn);
-                    }
-                    last = Some(outcome);
-                }
+            let mut session = self.session().await.map_err(anyhow::Error::new)?;
+            let (c, guard) = session.split()?;
+            match guard
+                .run("pinging the database", c.batch_execute("SELECT 1"))
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
             }
         }
-        match last {
-            Some(TxError::Db(e)) => Err(anyhow::Error::new(e).context("pinging the database")),
-            _ => Err(anyhow::anyhow!("pinging the database failed")),
-        }
+        Err(last.map_or_else(
+            || anyhow::anyhow!("pinging the database failed"),
+            anyhow::Error::new,
+        ))
     }
 
     /// Closes the pool: waiting and later checkouts fail, idle connections
@@ -120,39 +160,48 @@ impl Db {
         self.pool.close();
     }
 
-    /// Checks a connection out, translating pool failures.
-    pub(crate) async fn get<E: StorageError>(&self) -> Result<Conn, E> {
-        self.pool.get().await.map_err(E::from_pool)
+    /// How busy the pool is now.
+    pub fn status(&self) -> PoolStatus {
+        let s = self.pool.status();
+        PoolStatus {
+            size: s.size,
+            available: s.available,
+            waiting: s.waiting,
+            max_size: s.max_size,
+        }
     }
 
-    /// Translates the outcome of work done on `conn` (typically a whole
-    /// transaction). A connection that failed at the network level is
-    /// discarded instead of going back to the pool.
-    pub(crate) fn finish<T, E: StorageError>(
-        &self,
-        conn: Conn,
-        outcome: Result<T, TxError<E>>,
-        context: &'static str,
-    ) -> Result<T, E> {
-        match outcome {
-            Ok(value) => Ok(value),
-            Err(e) => {
-                if e.breaks_connection() {
-                    let _ = Object::take(conn);
-                }
-                Err(E::from_tx(e, context))
-            }
-        }
+    /// Checks a connection out.
+    pub(crate) async fn session(&self) -> Result<Session, Failure> {
+        let conn = self.pool.get().await.map_err(error::pool_failure)?;
+        Ok(Session {
+            conn: Some(conn),
+            guard: Guard {
+                answer_within: self.answer_within,
+                broken: false,
+            },
+            open: false,
+        })
     }
 }
 
-/// Opens one connection and sets the session up (see [`Db`]).
-async fn establish(url: &str, timeout: Duration) -> Result<AsyncMysqlConnection, ConnectionError> {
+/// Opens one connection and sets the session up (see [`Db`] and
+/// [`PoolOptions::statement_timeout`]).
+async fn establish(
+    url: &str,
+    options: PoolOptions,
+) -> Result<AsyncMysqlConnection, ConnectionError> {
+    let timeout = options.connect_timeout;
     let setup = async {
         let mut conn = AsyncMysqlConnection::establish(url).await?;
         conn.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             .await
             .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        if let Some(limit) = options.statement_limit() {
+            conn.batch_execute(&session_limits(limit))
+                .await
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        }
         Ok(conn)
     };
     tokio::time::timeout(timeout, setup)
@@ -160,87 +209,181 @@ async fn establish(url: &str, timeout: Duration) -> Result<AsyncMysqlConnection,
         .map_err(|_| ConnectionError::BadConnection(format!("connecting took over {timeout:?}")))?
 }
 
+/// The `SET` statement of a session's statement and row-lock limits.
+fn session_limits(limit: Duration) -> String {
+    // innodb_lock_wait_timeout takes whole seconds, 1 to 1073741824.
+    let lock_wait = limit.as_secs().clamp(1, 1_073_741_824);
+    format!(
+        "SET SESSION max_statement_time = {:.6}, SESSION innodb_lock_wait_timeout = {lock_wait}",
+        limit.as_secs_f64()
+    )
+}
+
+/// A checked-out connection. Dropped, it goes back to the pool, unless it
+/// failed at the network level or still has a transaction open (a unit of
+/// work dropped before it ended): then it is closed, which makes the server
+/// roll back and release every lock at once.
+pub(crate) struct Session {
+    conn: Option<Conn>,
+    guard: Guard,
+    /// True between a successful `BEGIN` and the end of the transaction.
+    open: bool,
+}
+
+/// Runs statements: bounds their wait for an answer, translates their
+/// errors, and remembers whether the connection broke.
+pub(crate) struct Guard {
+    answer_within: Option<Duration>,
+    broken: bool,
+}
+
+impl Guard {
+    /// Awaits one statement of `work` (what `context` names) and translates
+    /// its outcome. A connection that fails at the network level, or gives
+    /// no answer in time, is marked broken (never reused).
+    pub(crate) async fn run<T>(
+        &mut self,
+        context: &'static str,
+        work: impl Future<Output = QueryResult<T>>,
+    ) -> Result<T, Failure> {
+        let outcome = match self.answer_within {
+            Some(limit) => match tokio::time::timeout(limit, work).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    self.broken = true;
+                    return Err(Failure::Unavailable(
+                        anyhow::anyhow!("the database did not answer within {limit:?}")
+                            .context(context),
+                    ));
+                }
+            },
+            None => work.await,
+        };
+        outcome.map_err(|e| {
+            let class = classify(&e);
+            if class.breaks_connection() {
+                self.broken = true;
+            }
+            error::failure(e, class, context)
+        })
+    }
+}
+
+impl Guard {
+    /// Like [`Guard::run`] for a statement that may find no row: `None`.
+    pub(crate) async fn optional<T>(
+        &mut self,
+        context: &'static str,
+        work: impl Future<Output = QueryResult<T>>,
+    ) -> Result<Option<T>, Failure> {
+        use diesel::OptionalExtension;
+        self.run(context, async { work.await.optional() }).await
+    }
+}
+
+impl Session {
+    /// The connection and the guard to run its statements with.
+    pub(crate) fn split(&mut self) -> Result<(&mut AsyncMysqlConnection, &mut Guard), Failure> {
+        match self.conn.as_mut() {
+            Some(conn) => Ok((&mut **conn, &mut self.guard)),
+            None => Err(Failure::Unknown(anyhow::anyhow!(
+                "the database session has ended"
+            ))),
+        }
+    }
+
+    /// Begins a transaction (`BEGIN`).
+    ///
+    /// The session sends `BEGIN`, `COMMIT` and `ROLLBACK` itself (diesel's
+    /// transaction manager is not used) so that a commit can carry the
+    /// statement that must run last in the same round trip (see
+    /// [`Session::commit`]); it tracks the open transaction, and [`Drop`]
+    /// closes a connection dropped with one open.
+    pub(crate) async fn begin(&mut self) -> Result<(), Failure> {
+        let (c, guard) = self.split()?;
+        guard
+            .run("beginning a transaction", c.batch_execute("BEGIN"))
+            .await?;
+        self.open = true;
+        Ok(())
+    }
+
+    /// Runs `last` (statements separated by `;`, or none) and `COMMIT` in
+    /// one round trip. When one of them fails the server stops there:
+    /// nothing is committed, and
+    /// the transaction stays open for [`Session::rollback`] (or the drop).
+    /// On any failure the connection is discarded when the session drops
+    /// (whether the commit happened is unknown only when the connection
+    /// broke).
+    pub(crate) async fn commit(&mut self, last: Option<&str>) -> Result<(), Failure> {
+        let sql = match last {
+            Some(statement) => format!("{statement}; COMMIT"),
+            None => "COMMIT".to_owned(),
+        };
+        let (c, guard) = self.split()?;
+        guard
+            .run("committing a transaction", c.batch_execute(&sql))
+            .await?;
+        self.open = false;
+        Ok(())
+    }
+
+    /// Rolls the open transaction back (`ROLLBACK`). Never fails: when the
+    /// rollback does not succeed, the connection is closed on drop, which
+    /// rolls back on the server.
+    pub(crate) async fn rollback(&mut self) {
+        if !self.open || self.guard.broken {
+            return;
+        }
+        if let Ok((c, guard)) = self.split() {
+            let rolled_back = guard
+                .run("rolling a transaction back", c.batch_execute("ROLLBACK"))
+                .await;
+            match rolled_back {
+                Ok(()) => self.open = false,
+                Err(e) => tracing::debug!(error = %format!("{e:#}"), "rollback failed; closing"),
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && (self.guard.broken || self.open)
+        {
+            // Out of the pool for good; dropping it closes it.
+            drop(Object::take(conn));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MysqlCatalogue, MysqlPayments, MysqlSeats, MysqlWallets};
-    use chrono::Utc;
-    use concert_domain::{
-        CatalogueRepository, ChangePoints, ChargeError, HoldSeat, PayError, PayReservation,
-        PaymentRepository, PointChange, Points, QueryError, ReserveError, ScheduleId, SeatNumber,
-        SeatRepository, UserId, WalletRepository, WriteMode,
-    };
 
-    async fn unreachable() -> Db {
-        // Port 1 on loopback: connection refused at once.
-        Db::connect(
-            "mysql://root@127.0.0.1:1/nothing",
-            PoolOptions {
-                max_size: 2,
-                wait_timeout: Duration::from_millis(500),
-                connect_timeout: Duration::from_millis(500),
-            },
-        )
-        .await
-        .expect("building a pool contacts nothing")
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_server_is_unavailable_everywhere() {
-        let db = unreachable().await;
-        assert!(db.ping().await.is_err());
-        let user = UserId::from(1);
-        let now = Utc::now();
-
-        let q = MysqlCatalogue::new(db.clone()).concerts().await;
-        assert!(matches!(q, Err(QueryError::Unavailable(_))), "{q:?}");
-        let q = MysqlWallets::new(db.clone()).wallet(user).await;
-        assert!(matches!(q, Err(QueryError::Unavailable(_))), "{q:?}");
-        let change = ChangePoints {
-            user,
-            change: PointChange::Charge(Points::new(5).unwrap()),
-            now,
-            fence: None,
-            idempotency: None,
+    #[test]
+    fn session_limits_cover_statements_and_lock_waits() {
+        assert_eq!(
+            session_limits(Duration::from_secs(5)),
+            "SET SESSION max_statement_time = 5.000000, SESSION innodb_lock_wait_timeout = 5"
+        );
+        assert_eq!(
+            session_limits(Duration::from_millis(2500)),
+            "SET SESSION max_statement_time = 2.500000, SESSION innodb_lock_wait_timeout = 2"
+        );
+        assert_eq!(
+            session_limits(Duration::from_millis(300)),
+            "SET SESSION max_statement_time = 0.300000, SESSION innodb_lock_wait_timeout = 1"
+        );
+        let none = PoolOptions {
+            statement_timeout: Some(Duration::ZERO),
+            ..PoolOptions::default()
         };
-        let c = MysqlWallets::new(db.clone())
-            .charge(change, WriteMode::Pessimistic)
-            .await;
-        assert!(matches!(c, Err(ChargeError::Unavailable(_))), "{c:?}");
-        let h = MysqlSeats::new(db.clone())
-            .hold(
-                HoldSeat {
-                    user,
-                    schedule: ScheduleId::from(1),
-                    seat: SeatNumber::new(1).unwrap(),
-                    now,
-                    until: now,
-                    fence: None,
-                },
-                WriteMode::Atomic,
-            )
-            .await;
-        assert!(matches!(h, Err(ReserveError::Unavailable(_))), "{h:?}");
-        let p = MysqlPayments::new(db.clone())
-            .pay(
-                PayReservation {
-                    user,
-                    reservation: concert_domain::ReservationId::from(1),
-                    now,
-                    fence: None,
-                    idempotency: None,
-                },
-                WriteMode::Optimistic,
-            )
-            .await;
-        assert!(matches!(p, Err(PayError::Unavailable(_))), "{p:?}");
-    }
-
-    #[tokio::test]
-    async fn a_closed_pool_is_unavailable() {
-        let db = unreachable().await;
-        db.close();
-        let q = MysqlCatalogue::new(db).concerts().await;
-        assert!(matches!(q, Err(QueryError::Unavailable(_))), "{q:?}");
+        assert_eq!(none.statement_limit(), None);
+        assert_eq!(
+            PoolOptions::default().statement_limit(),
+            Some(Duration::from_secs(5))
+        );
     }
 }

@@ -1,18 +1,20 @@
-//! Diesel row structs and their conversions into domain values. Rows only
-//! come from this crate's own writes, so a row that fails to convert is a
-//! bug or a hand edit, reported as an `Unknown` error, never a panic.
+//! Rows as stored and their conversions to and from domain values. Statuses
+//! and kinds convert with the domain's own names (`as_str` / `FromStr`).
+//! Rows only come from this crate's own writes, so a row that fails to
+//! convert is a bug or a hand edit, reported as an error (the callers make
+//! it [`concert_domain::Failure::Unknown`]), never a panic.
 
 use anyhow::{Context, anyhow};
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use concert_domain::{
-    Concert, ConcertId, HistoryEntry, Payment, PaymentId, PointKind, Points, Reservation,
-    ReservationId, ReservationStatus, ScheduleId, Seat, SeatId, SeatNumber, SeatState, UserId,
-    Wallet,
+    Concert, ConcertId, Event, HistoryEntry, Payment, PaymentId, PaymentStatus, PointKind, Points,
+    Reservation, ReservationId, ReservationStatus, Schedule, ScheduleId, Seat, SeatId, SeatNumber,
+    SeatState, SeatStatus, UserId, Wallet,
 };
 use diesel::prelude::*;
 
 use crate::schema::{
-    concerts, idempotency_keys, payments, point_history, reservations, seats, wallets,
+    concerts, idempotency_keys, payments, point_history, reservations, schedules, seats, wallets,
 };
 
 /// A domain time as stored: UTC, microsecond precision (`DATETIME(6)`).
@@ -23,6 +25,11 @@ pub(crate) fn to_db(t: DateTime<Utc>) -> NaiveDateTime {
 /// A stored time back in the domain.
 pub(crate) fn from_db(t: NaiveDateTime) -> DateTime<Utc> {
     t.and_utc()
+}
+
+/// A domain time as it reads back once stored (microseconds).
+pub(crate) fn as_stored(t: DateTime<Utc>) -> DateTime<Utc> {
+    from_db(to_db(t))
 }
 
 pub(crate) fn points(value: u64) -> anyhow::Result<Points> {
@@ -36,10 +43,6 @@ pub(crate) fn points(value: u64) -> anyhow::Result<Points> {
 pub(crate) fn balance_to_db(balance: u64) -> anyhow::Result<i64> {
     i64::try_from(balance).map_err(|_| anyhow!("balance {balance} does not fit the column"))
 }
-
-pub(crate) const SEAT_AVAILABLE: &str = "AVAILABLE";
-pub(crate) const SEAT_HELD: &str = "HELD";
-pub(crate) const SEAT_SOLD: &str = "SOLD";
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = concerts, check_for_backend(diesel::mysql::Mysql))]
@@ -58,6 +61,24 @@ impl From<ConcertRow> for Concert {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = schedules, check_for_backend(diesel::mysql::Mysql))]
+pub(crate) struct ScheduleRow {
+    pub id: u64,
+    pub concert_id: u64,
+    pub starts_at: NaiveDateTime,
+}
+
+impl From<ScheduleRow> for Schedule {
+    fn from(row: ScheduleRow) -> Self {
+        Schedule {
+            id: ScheduleId::from(row.id),
+            concert: ConcertId::from(row.concert_id),
+            starts_at: from_db(row.starts_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = seats, check_for_backend(diesel::mysql::Mysql))]
 pub(crate) struct SeatRow {
     pub id: u64,
@@ -68,14 +89,19 @@ pub(crate) struct SeatRow {
     pub held_by: Option<u64>,
     pub held_until: Option<NaiveDateTime>,
     pub version: u64,
+    /// The newest fencing token that wrote the seat (0: none yet).
     pub fence_token: u64,
 }
 
 impl SeatRow {
     pub(crate) fn to_domain(&self) -> anyhow::Result<Seat> {
-        let state = match self.status.as_str() {
-            SEAT_AVAILABLE => SeatState::Available,
-            SEAT_HELD => SeatState::Held {
+        let status: SeatStatus = self
+            .status
+            .parse()
+            .with_context(|| format!("seat {} has status {:?}", self.id, self.status))?;
+        let state = match status {
+            SeatStatus::Available => SeatState::Available,
+            SeatStatus::Held => SeatState::Held {
                 by: UserId::from(
                     self.held_by
                         .with_context(|| format!("held seat {} has no holder", self.id))?,
@@ -85,8 +111,7 @@ impl SeatRow {
                         .with_context(|| format!("held seat {} has no end time", self.id))?,
                 ),
             },
-            SEAT_SOLD => SeatState::Sold,
-            other => return Err(anyhow!("seat {} has unknown status {other:?}", self.id)),
+            SeatStatus::Sold => SeatState::Sold,
         };
         Ok(Seat {
             id: SeatId::from(self.id),
@@ -100,12 +125,28 @@ impl SeatRow {
     }
 }
 
+/// A seat state as its columns: `status`, `held_by`, `held_until`.
+pub(crate) fn seat_state_to_db(
+    state: SeatState,
+) -> (&'static str, Option<u64>, Option<NaiveDateTime>) {
+    match state {
+        SeatState::Available => (SeatStatus::Available.as_str(), None, None),
+        SeatState::Held { by, until } => (
+            SeatStatus::Held.as_str(),
+            Some(by.get()),
+            Some(to_db(until)),
+        ),
+        SeatState::Sold => (SeatStatus::Sold.as_str(), None, None),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Insertable)]
 #[diesel(table_name = seats, check_for_backend(diesel::mysql::Mysql))]
-pub(crate) struct NewSeat {
+pub(crate) struct NewSeatRow {
     pub schedule_id: u64,
     pub number: u8,
     pub price: u64,
+    pub status: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -136,12 +177,10 @@ impl ReservationRow {
             user: UserId::from(self.user_id),
             price: points(self.price)
                 .with_context(|| format!("price of reservation {}", self.id))?,
-            status: ReservationStatus::parse(&self.status).with_context(|| {
-                format!(
-                    "reservation {} has unknown status {:?}",
-                    self.id, self.status
-                )
-            })?,
+            status: self
+                .status
+                .parse::<ReservationStatus>()
+                .with_context(|| format!("reservation {} has status {:?}", self.id, self.status))?,
             expires_at: from_db(self.expires_at),
         })
     }
@@ -153,7 +192,6 @@ pub(crate) struct WalletRow {
     pub user_id: u64,
     pub balance: i64,
     pub version: u64,
-    pub fence_token: u64,
 }
 
 impl WalletRow {
@@ -186,24 +224,15 @@ impl HistoryRow {
     pub(crate) fn to_domain(&self) -> anyhow::Result<HistoryEntry> {
         Ok(HistoryEntry {
             id: self.id,
-            kind: PointKind::parse(&self.kind).with_context(|| {
-                format!("history entry {} has unknown kind {:?}", self.id, self.kind)
-            })?,
+            kind: self
+                .kind
+                .parse::<PointKind>()
+                .with_context(|| format!("history entry {} has kind {:?}", self.id, self.kind))?,
             amount: self.amount,
             balance_after: self.balance_after,
             created_at: from_db(self.created_at),
         })
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Insertable)]
-#[diesel(table_name = point_history, check_for_backend(diesel::mysql::Mysql))]
-pub(crate) struct NewHistory<'a> {
-    pub user_id: u64,
-    pub kind: &'a str,
-    pub amount: u64,
-    pub balance_after: u64,
-    pub created_at: NaiveDateTime,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -214,6 +243,7 @@ pub(crate) struct PaymentRow {
     pub user_id: u64,
     pub amount: u64,
     pub paid_at: NaiveDateTime,
+    pub status: String,
 }
 
 impl PaymentRow {
@@ -225,6 +255,10 @@ impl PaymentRow {
             amount: points(self.amount)
                 .with_context(|| format!("amount of payment {}", self.id))?,
             paid_at: from_db(self.paid_at),
+            status: self
+                .status
+                .parse::<PaymentStatus>()
+                .with_context(|| format!("payment {} has status {:?}", self.id, self.status))?,
         })
     }
 }
@@ -232,8 +266,36 @@ impl PaymentRow {
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = idempotency_keys, check_for_backend(diesel::mysql::Mysql))]
 pub(crate) struct IdempotencyRow {
+    pub request: Option<String>,
     pub result_balance: Option<u64>,
     pub payment_id: Option<u64>,
+}
+
+/// An outbox row to write (see `outbox.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewOutboxRow {
+    pub event_id: String,
+    pub stream: &'static str,
+    pub event_type: &'static str,
+    pub aggregate: String,
+    pub payload: String,
+    pub created_at: NaiveDateTime,
+}
+
+impl NewOutboxRow {
+    /// The row of `event`, under a fresh UUID v4; its payload is the JSON
+    /// of the event's payload, its time the time the event occurred.
+    pub(crate) fn of(event: &Event) -> anyhow::Result<Self> {
+        Ok(Self {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            stream: event.stream().as_str(),
+            event_type: event.kind.as_str(),
+            aggregate: event.aggregate(),
+            payload: serde_json::to_string(&event.payload)
+                .with_context(|| format!("serializing a {} event", event.kind))?,
+            created_at: to_db(event.payload.occurred_at),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -258,19 +320,32 @@ mod tests {
         }
     }
 
+    fn reservation_row(status: &str) -> ReservationRow {
+        ReservationRow {
+            id: 1,
+            seat_id: 9,
+            schedule_id: 2,
+            seat_number: 7,
+            user_id: 5,
+            price: 500,
+            status: status.into(),
+            expires_at: t("2030-01-01 00:00:00"),
+        }
+    }
+
     #[test]
     fn times_are_stored_in_microseconds_utc() {
         let now = DateTime::parse_from_rfc3339("2030-01-02T03:04:05.123456789Z")
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(to_db(now), t("2030-01-02 03:04:05.123456"));
-        let stored = from_db(to_db(now));
+        let stored = as_stored(now);
         assert_eq!(stored, from_db(t("2030-01-02 03:04:05.123456")));
-        assert_eq!(from_db(to_db(stored)), stored);
+        assert_eq!(as_stored(stored), stored);
     }
 
     #[test]
-    fn seat_rows_convert_by_status() {
+    fn seat_rows_convert_by_status_both_ways() {
         let seat = seat_row("AVAILABLE").to_domain().unwrap();
         assert_eq!(seat.state, SeatState::Available);
         assert_eq!(
@@ -278,39 +353,59 @@ mod tests {
             (9, 7, 500)
         );
         assert_eq!(seat.version, 3);
+        assert_eq!(seat_state_to_db(seat.state), ("AVAILABLE", None, None));
 
         let until = t("2030-01-01 00:00:00");
         let held = SeatRow {
             held_by: Some(4),
             held_until: Some(until),
             ..seat_row("HELD")
-        };
+        }
+        .to_domain()
+        .unwrap();
         assert_eq!(
-            held.to_domain().unwrap().state,
+            held.state,
             SeatState::Held {
                 by: UserId::from(4),
                 until: from_db(until)
             }
         );
-        assert_eq!(seat_row("SOLD").to_domain().unwrap().state, SeatState::Sold);
+        assert_eq!(seat_state_to_db(held.state), ("HELD", Some(4), Some(until)));
+        let sold = seat_row("SOLD").to_domain().unwrap();
+        assert_eq!(sold.state, SeatState::Sold);
+        assert_eq!(seat_state_to_db(sold.state), ("SOLD", None, None));
     }
 
     #[test]
-    fn broken_seat_rows_are_errors_not_panics() {
+    fn broken_rows_are_errors_not_panics() {
         assert!(seat_row("HELD").to_domain().is_err());
+        assert!(seat_row("held").to_domain().is_err());
         assert!(seat_row("LOST").to_domain().is_err());
-        assert!(
+        for broken in [
             SeatRow {
                 number: 51,
                 ..seat_row("AVAILABLE")
-            }
-            .to_domain()
-            .is_err()
-        );
-        assert!(
+            },
+            SeatRow {
+                number: 0,
+                ..seat_row("AVAILABLE")
+            },
             SeatRow {
                 price: 0,
                 ..seat_row("AVAILABLE")
+            },
+            SeatRow {
+                held_by: Some(1),
+                ..seat_row("HELD")
+            },
+        ] {
+            assert!(broken.to_domain().is_err(), "{broken:?}");
+        }
+        assert!(reservation_row("PAID").to_domain().is_err());
+        assert!(
+            ReservationRow {
+                seat_number: 99,
+                ..reservation_row("HELD")
             }
             .to_domain()
             .is_err()
@@ -318,34 +413,21 @@ mod tests {
     }
 
     #[test]
-    fn reservation_wallet_history_payment_rows_convert() {
-        let r = ReservationRow {
-            id: 1,
-            seat_id: 9,
-            schedule_id: 2,
-            seat_number: 7,
-            user_id: 5,
-            price: 500,
-            status: "CONFIRMED".into(),
-            expires_at: t("2030-01-01 00:00:00"),
-        };
-        let d = r.to_domain().unwrap();
-        assert_eq!(d.status, ReservationStatus::Confirmed);
-        assert_eq!((d.user.get(), d.seat.get(), d.price.get()), (5, 9, 500));
-        assert!(
-            ReservationRow {
-                status: "PAID".into(),
-                ..r
-            }
-            .to_domain()
-            .is_err()
-        );
+    fn reservations_convert_every_status() {
+        for status in ReservationStatus::ALL {
+            let r = reservation_row(status.as_str()).to_domain().unwrap();
+            assert_eq!(r.status, status);
+            assert_eq!((r.user.get(), r.seat.get(), r.price.get()), (5, 9, 500));
+            assert_eq!(r.seat_number.get(), 7);
+        }
+    }
 
+    #[test]
+    fn wallets_history_and_payments_convert() {
         let w = WalletRow {
             user_id: 5,
             balance: 100,
             version: 2,
-            fence_token: 0,
         };
         assert_eq!(
             w.to_domain().unwrap(),
@@ -364,7 +446,13 @@ mod tests {
             balance_after: 99_500,
             created_at: t("2030-01-01 00:00:00"),
         };
-        assert_eq!(h.to_domain().unwrap().kind, PointKind::Use);
+        for kind in PointKind::ALL {
+            let row = HistoryRow {
+                kind: kind.as_str().into(),
+                ..h.clone()
+            };
+            assert_eq!(row.to_domain().unwrap().kind, kind);
+        }
         assert!(
             HistoryRow {
                 kind: "GIFT".into(),
@@ -380,8 +468,27 @@ mod tests {
             user_id: 5,
             amount: 500,
             paid_at: t("2030-01-01 00:00:00"),
+            status: "PAID".into(),
         };
-        assert_eq!(p.to_domain().unwrap().amount.get(), 500);
+        let paid = p.to_domain().unwrap();
+        assert_eq!((paid.amount.get(), paid.status), (500, PaymentStatus::Paid));
+        let refunded = PaymentRow {
+            status: "REFUNDED".into(),
+            ..p.clone()
+        };
+        assert_eq!(
+            refunded.to_domain().unwrap().status,
+            PaymentStatus::Refunded
+        );
+        assert!(
+            PaymentRow {
+                status: "VOID".into(),
+                ..p.clone()
+            }
+            .to_domain()
+            .is_err()
+        );
+        assert!(PaymentRow { amount: 0, ..p }.to_domain().is_err());
     }
 
     #[test]
@@ -390,5 +497,29 @@ mod tests {
         assert!(balance_to_db(u64::MAX).is_err());
         assert!(points(0).is_err());
         assert!(points(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn an_event_becomes_an_outbox_row_with_its_json_payload() {
+        let at = DateTime::parse_from_rfc3339("2030-01-02T03:04:05.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let event = Event::points(
+            UserId::from(5),
+            concert_domain::PointChange::Use(Points::new(500).unwrap()),
+            99_500,
+            Some(PaymentId::from(3)),
+            at,
+        );
+        let a = NewOutboxRow::of(&event).unwrap();
+        let b = NewOutboxRow::of(&event).unwrap();
+        assert_ne!(a.event_id, b.event_id);
+        assert_eq!(a.event_id.len(), 36);
+        assert_eq!(
+            (a.stream, a.event_type, a.aggregate.as_str()),
+            ("points", "PointsUsed", "user:5")
+        );
+        assert_eq!(a.payload, serde_json::to_string(&event.payload).unwrap());
+        assert_eq!(a.created_at, to_db(at));
     }
 }

@@ -52,6 +52,7 @@ diesel::table! {
         user_id -> Unsigned<BigInt>,
         amount -> Unsigned<BigInt>,
         paid_at -> Datetime,
+        status -> Varchar,
     }
 }
 
@@ -84,6 +85,30 @@ diesel::table! {
         payment_id -> Nullable<Unsigned<BigInt>>,
         repeats -> Unsigned<Integer>,
         created_at -> Datetime,
+        request -> Nullable<Varchar>,
+    }
+}
+
+diesel::table! {
+    /// One row per user and schedule, locked by the holds of that user on
+    /// that schedule.
+    hold_locks (user_id, schedule_id) {
+        user_id -> Unsigned<BigInt>,
+        schedule_id -> Unsigned<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// `payload` is JSON (MariaDB: LONGTEXT checked by `JSON_VALID`).
+    outbox (id) {
+        id -> Unsigned<BigInt>,
+        event_id -> Char,
+        stream -> Varchar,
+        event_type -> Varchar,
+        aggregate -> Varchar,
+        payload -> Text,
+        created_at -> Datetime,
+        published_at -> Nullable<Datetime>,
     }
 }
 
@@ -101,4 +126,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     wallets,
     point_history,
     idempotency_keys,
+    hold_locks,
+    outbox,
 );

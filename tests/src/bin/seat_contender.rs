@@ -18,11 +18,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use concert_domain::{
-    Control, LockOptions, ReservationService, ReserveError, ReserveSeat, ScheduleId, SeatNumber,
-    Strategy, UserId,
+    Control, DistributedLock, Failure, LockOptions, ReserveError, ReserveSeat, ScheduleId,
+    SeatNumber, UserId,
 };
-use concert_mysql::{Db, MysqlSeats, PoolOptions};
-use concert_redis_lock::{RedisLocks, SystemClock};
+use concert_mysql::{DatabaseUrl, Db, PoolOptions};
+use concert_redis::{RedisLockSettings, RedisLocks};
+use concert_tests::db::control;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -58,38 +59,56 @@ async fn run() -> anyhow::Result<String> {
     };
     let schedule = ScheduleId::from(schedule.parse::<u64>().context("schedule id")?);
     let seat = SeatNumber::new(seat.parse().context("seat number")?)?;
-    let strategy: Strategy = kind.parse()?;
     let first_user: u64 = first_user.parse().context("first user id")?;
     let tasks: u64 = tasks.parse().context("tasks")?;
     let start_at: u64 = start_at.parse().context("start time")?;
-    if !strategy.uses_redis() {
-        bail!("{strategy} does not use Redis");
-    }
-    let kind = strategy.lock_kind().context("a lock strategy")?;
 
     let redis_url =
         std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let locks = RedisLocks::connect(&redis_url, prefix).await?;
+    let locks = RedisLocks::connect(&redis_url, prefix, RedisLockSettings::default()).await?;
+    let lock: Arc<dyn DistributedLock> = match kind.as_str() {
+        "redis-simple" => Arc::new(locks.simple()),
+        "redis-spin" => Arc::new(locks.spin()),
+        "redis-pubsub" => Arc::new(locks.pubsub()),
+        other => bail!("{other} is not a Redis lock strategy"),
+    };
     let db = Db::connect(
-        db_url,
+        &DatabaseUrl::parse(db_url)?,
         PoolOptions {
             max_size: 10,
             wait_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(5),
+            ..PoolOptions::default()
         },
     )
     .await?;
-    let control = Control::new(strategy, Some(locks.lock(kind)))?.with_lock_options(LockOptions {
-        lease: Duration::from_secs(10),
-        wait: Duration::from_secs(10),
-        watchdog: true,
-    });
-    let service = Arc::new(ReservationService::new(
-        MysqlSeats::new(db.clone()),
-        SystemClock,
-        control,
-        Duration::from_secs(300),
-    ));
+    let seats = Control::locked(
+        kind,
+        lock,
+        LockOptions {
+            lease: Duration::from_secs(10),
+            wait: Duration::from_secs(10),
+            watchdog: true,
+        },
+    );
+    let store = concert_mysql::MysqlStore::new(db.clone());
+    let ports = concert_domain::Ports {
+        transactions: Arc::new(store.clone()),
+        queries: Arc::new(store.clone()),
+        catalogue: Arc::new(store),
+        clock: Arc::new(concert_inprocess::SystemClock),
+    };
+    let service = Arc::new(
+        concert_domain::Services::new(
+            ports,
+            concert_domain::Controls {
+                seats,
+                charge: control("optimistic"),
+                spend: control("pessimistic"),
+            },
+            concert_domain::Policy::default(),
+        )
+        .reservations,
+    );
 
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -114,8 +133,8 @@ async fn run() -> anyhow::Result<String> {
     for handle in handles {
         match handle.await? {
             Ok(_) => ok += 1,
-            Err(ReserveError::SeatUnavailable) => unavailable += 1,
-            Err(ReserveError::LockTimeout) => timeout += 1,
+            Err(ReserveError::SeatUnavailable { .. }) => unavailable += 1,
+            Err(ReserveError::Failed(Failure::LockTimeout)) => timeout += 1,
             Err(e) => {
                 eprintln!("seat_contender: unexpected outcome: {e:#}");
                 other += 1;

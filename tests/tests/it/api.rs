@@ -6,9 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use concert_domain::{
-    DistributedLock, LockKey, LockKind, LockOptions, MAX_BALANCE, ScheduleId, SeatNumber,
-};
+use concert_domain::{DistributedLock, LockKey, LockOptions, MAX_BALANCE, ScheduleId, SeatNumber};
 use concert_tests::app::{
     AppConfig, TcpProxy, TestApp, json_ok, problem, redis_url, spawn_app, spawn_app_with,
 };
@@ -409,8 +407,11 @@ async fn an_expired_hold_frees_the_seat_and_cannot_be_paid() {
     let (_, schedule) = app.seed_schedule(500).await;
     app.set_balance(1, 5_000).await;
     let id = reserved(&app, 1, schedule, 9).await["id"].as_u64().unwrap();
-    // DATETIME columns may keep whole seconds: wait past the next second
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    // the hold ends: move the app's clock past it
+    app.clock
+        .as_ref()
+        .expect("a manual clock")
+        .advance(Duration::from_secs(1));
 
     assert_eq!(seat_status(&app, schedule, 9).await, "AVAILABLE");
     let path = format!("/api/v1/reservations/{id}");
@@ -504,10 +505,14 @@ async fn concurrent_repeats_of_one_charge_move_points_once() {
 async fn a_seat_locked_elsewhere_is_lock_timeout() {
     let app = spawn_app_with(AppConfig::seats("redis-simple")).await;
     let (_, schedule) = app.seed_schedule(500).await;
-    let locks = concert_redis_lock::RedisLocks::connect(&redis_url(), &app.redis_prefix)
-        .await
-        .expect("redis");
-    let lock = locks.lock(LockKind::RedisSimple);
+    let locks = concert_redis::RedisLocks::connect(
+        &redis_url(),
+        &app.redis_prefix,
+        concert_redis::RedisLockSettings::default(),
+    )
+    .await
+    .expect("redis");
+    let lock = locks.simple();
     let key = LockKey::seat(schedule, SeatNumber::new(3).unwrap());
     let options = LockOptions {
         lease: Duration::from_secs(30),
@@ -520,7 +525,7 @@ async fn a_seat_locked_elsewhere_is_lock_timeout() {
         (409, "lock-timeout".into())
     );
     assert_eq!(seat_status(&app, schedule, 3).await, "AVAILABLE");
-    lock.release(guard).await.expect("released");
+    guard.release().await.expect("released");
     reserved(&app, 1, schedule, 3).await;
 }
 
@@ -620,7 +625,9 @@ async fn one_seat_two_hundred_users(strategy: &'static str) {
     );
     assert_eq!(seat_status(&app, schedule, 1).await, "HELD");
     assert_eq!(
-        concert_mysql::admin::live_reservations(&app.db.db, schedule, SeatNumber::new(1).unwrap())
+        app.db
+            .sql
+            .live_reservations(schedule, SeatNumber::new(1).unwrap())
             .await
             .unwrap(),
         1,
@@ -702,14 +709,9 @@ async fn one_user_pays_100_seats_concurrently() {
     assert!(outcomes.iter().all(|(s, _)| *s == 201), "{outcomes:?}");
     assert_eq!(app.balance(77).await, 50_000);
     assert_eq!(sold_seats(&app, schedules).await, 100);
-    let db = &app.db.db;
-    assert_eq!(concert_mysql::admin::payment_count(db).await.unwrap(), 100);
-    assert_eq!(
-        concert_mysql::admin::sold_seats_without_payment(db)
-            .await
-            .unwrap(),
-        0
-    );
+    let db = &app.db.sql;
+    assert_eq!(db.payment_count().await.unwrap(), 100);
+    assert_eq!(db.sold_seats_without_payment().await.unwrap(), 0);
     let history = json_ok(
         app.get_as(77, "/api/v1/points/history")
             .send()
@@ -742,14 +744,9 @@ async fn payments_stop_exactly_when_the_points_run_out() {
     assert_eq!(app.balance(77).await, 0);
     // no seat sold without a payment
     assert_eq!(sold_seats(&app, schedules).await, 20);
-    let db = &app.db.db;
-    assert_eq!(concert_mysql::admin::payment_count(db).await.unwrap(), 20);
-    assert_eq!(
-        concert_mysql::admin::sold_seats_without_payment(db)
-            .await
-            .unwrap(),
-        0
-    );
+    let db = &app.db.sql;
+    assert_eq!(db.payment_count().await.unwrap(), 20);
+    assert_eq!(db.sold_seats_without_payment().await.unwrap(), 0);
     let history = json_ok(
         app.get_as(77, "/api/v1/points/history")
             .send()

@@ -4,8 +4,8 @@
 
 use concert_lab::http::HttpConfig;
 use concert_lab::{LabConfig, Row};
+use concert_testkit::server_url;
 use concert_tests::app::{AppConfig, spawn_app_with};
-use concert_tests::db::server_url;
 use concert_tests::redis::redis_url;
 use serde_json::Value;
 
@@ -83,8 +83,8 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
         (20, Some(120_000))
     );
 
-    for strategy in concert_domain::Strategy::ALL {
-        let race = find(&rows, "seat-race", strategy.as_str(), None);
+    for strategy in concert_app::REGISTRY.iter().map(|s| s.name) {
+        let race = find(&rows, "seat-race", strategy, None);
         assert_eq!(race.successes, 1, "{strategy}");
         assert_eq!(race.failures.values().sum::<u64>(), 29, "{strategy}");
     }
@@ -132,6 +132,7 @@ async fn lab_http_drives_a_running_server_exactly() {
         base_url: app.address.clone(),
         database_url: app.db.url.clone(),
         jwt_secret: app.jwt_secret.clone(),
+        jwt: concert_http::AuthOptions::default(),
         race_users: 60,
         storm_seats: 12,
         steady_ops: 20,

@@ -5,69 +5,66 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use concert_domain::services::reservation::DEFAULT_HOLD;
 use concert_domain::{
-    Control, DistributedLock, Fence, HoldSeat, LockKey, LockKind, LockOptions, ReservationService,
-    ReserveError, ReserveSeat, ScheduleId, SeatNumber, SeatRepository, SeatState, Strategy, UserId,
-    WriteMode,
+    Control, DistributedLock, Failure, LockKey, LockOptions, ReserveError, ReserveSeat, ScheduleId,
+    SeatNumber, SeatState, UserId,
 };
-use concert_mysql::{MysqlSeats, admin};
-use concert_redis_lock::{LocalLock, SystemClock};
-use concert_tests::db::{TestDb, concurrently};
+use concert_inprocess::{LocalLock, SystemClock};
+use concert_tests::clock::ManualClock;
+use concert_tests::db::{LOCK_FREE, TestDb, concurrently};
+use concert_tests::locks::FixedFenceLock;
 use concert_tests::redis::TestRedis;
 
 fn seat(n: i64) -> SeatNumber {
     SeatNumber::new(n).unwrap()
 }
 
-fn hold(user: u64, schedule: ScheduleId, number: SeatNumber, fence: Fence) -> HoldSeat {
-    let now = Utc::now();
-    HoldSeat {
+fn reserve(user: u64, schedule: ScheduleId, number: SeatNumber) -> ReserveSeat {
+    ReserveSeat {
         user: UserId::from(user),
         schedule,
         seat: number,
-        now,
-        until: now + chrono::Duration::minutes(5),
-        fence: Some(fence),
     }
 }
 
 /// The lock adapter of each strategy, and the Redis prefix it lives on.
-async fn lock_for(strategy: Strategy) -> (Arc<dyn DistributedLock>, Option<TestRedis>) {
-    match strategy.lock_kind() {
-        Some(LockKind::Local) => (Arc::new(LocalLock::new()), None),
-        Some(kind) => {
-            let redis = TestRedis::new().await;
-            (Arc::new(redis.lock(kind)), Some(redis))
-        }
-        None => panic!("{strategy} is not a lock strategy"),
+async fn lock_for(strategy: &str) -> (Arc<dyn DistributedLock>, Option<TestRedis>) {
+    if strategy == "local" {
+        return (Arc::new(LocalLock::new()), None);
     }
+    let redis = TestRedis::new().await;
+    let lock: Arc<dyn DistributedLock> = match strategy {
+        "redis-simple" => Arc::new(redis.locks.simple()),
+        "redis-spin" => Arc::new(redis.locks.spin()),
+        "redis-pubsub" => Arc::new(redis.locks.pubsub()),
+        other => panic!("{other} is not a lock strategy"),
+    };
+    (lock, Some(redis))
 }
 
-const LOCK_STRATEGIES: [Strategy; 4] = [
-    Strategy::Local,
-    Strategy::RedisSimple,
-    Strategy::RedisSpin,
-    Strategy::RedisPubSub,
-];
+const LOCK_STRATEGIES: [&str; 4] = ["local", "redis-simple", "redis-spin", "redis-pubsub"];
 
 /// Holder A's lease runs out while it is paused; B acquires (a higher
 /// fencing token) and holds the seat; A resumes and writes: refused with
 /// `LockLost`, both through its own (lost) fence and through a fence that
 /// does not know it is lost (only the token comparison in storage stops
 /// that one). The seat keeps B's write.
-async fn paused_holder_is_fenced_off(strategy: Strategy) {
+async fn paused_holder_is_fenced_off(strategy: &str) {
     let test_db = TestDb::new().await;
     let schedule = test_db.schedule(500).await;
     let number = seat(7);
-    let seats = MysqlSeats::new(test_db.db.clone());
     let (lock, _redis) = lock_for(strategy).await;
     let key = LockKey::seat(schedule, number);
     let short = LockOptions {
         lease: Duration::from_millis(300),
         wait: Duration::ZERO,
         watchdog: false,
+    };
+    // the reservation use case under a holder whose fence is `token`
+    let holder = |lock: FixedFenceLock| {
+        test_db
+            .seat_services(lock.control(), ManualClock::new())
+            .reservations
     };
 
     let a = lock.acquire(&key, short).await.unwrap();
@@ -86,55 +83,49 @@ async fn paused_holder_is_fenced_off(strategy: Strategy) {
         .await
         .unwrap();
     assert!(b.fence().token() > a_fence.token());
-    let b_reservation = seats
-        .hold(
-            hold(2, schedule, number, b.fence().clone()),
-            WriteMode::Optimistic,
-        )
+    let b_reservation = holder(FixedFenceLock::new(b.fence().token()))
+        .reserve(reserve(2, schedule, number))
         .await
         .expect("B holds the seat under its lock");
-    lock.release(b).await.unwrap();
+    b.release().await.unwrap();
 
-    // A resumes and writes, unaware its lease expired
-    let unaware = Fence::new(a_fence.token());
-    assert!(!unaware.is_lost());
+    // A resumes and writes, unaware its lease expired: only the token
+    // comparison in storage stops it
     assert!(matches!(
-        seats
-            .hold(hold(1, schedule, number, unaware), WriteMode::Optimistic)
+        holder(FixedFenceLock::new(a_fence.token()))
+            .reserve(reserve(1, schedule, number))
             .await,
-        Err(ReserveError::LockLost)
+        Err(ReserveError::Failed(Failure::LockLost))
     ));
+    // and through its own fence, which knows the lease was lost
     assert!(a_fence.is_lost(), "the lease ran out: A's guard knows it");
     assert!(matches!(
-        seats
-            .hold(
-                hold(1, schedule, number, a_fence.clone()),
-                WriteMode::Optimistic
-            )
+        holder(FixedFenceLock::lost(a_fence.token()))
+            .reserve(reserve(1, schedule, number))
             .await,
-        Err(ReserveError::LockLost)
+        Err(ReserveError::Failed(Failure::LockLost))
     ));
-    assert!(matches!(
-        lock.release(a).await,
-        Err(concert_domain::LockError::NotHeld)
-    ));
+    assert!(matches!(a.release().await, Err(Failure::LockLost)));
 
-    let stored = admin::seat(&test_db.db, schedule, number)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = test_db.sql.seat(schedule, number).await.unwrap().unwrap();
     assert!(matches!(stored.state, SeatState::Held { by, .. } if by == UserId::from(2)));
-    let b_token = admin::seat_fence_token(&test_db.db, schedule, number)
+    let b_token = test_db
+        .sql
+        .seat_fence_token(schedule, number)
         .await
         .unwrap();
     assert!(b_token > a_fence.token());
-    let reservations = admin::reservations_of_seat(&test_db.db, schedule, number)
+    let reservations = test_db
+        .sql
+        .reservations_of_seat(schedule, number)
         .await
         .unwrap();
     assert_eq!(reservations.len(), 1);
     assert_eq!(reservations[0].id, b_reservation.id);
     assert_eq!(
-        admin::live_reservations(&test_db.db, schedule, number)
+        test_db
+            .sql
+            .live_reservations(schedule, number)
             .await
             .unwrap(),
         1
@@ -144,24 +135,21 @@ async fn paused_holder_is_fenced_off(strategy: Strategy) {
 /// 100 concurrent reservations of one seat through the reservation
 /// service: exactly one succeeds, every other one is `SeatUnavailable` or
 /// `LockTimeout`, and the database holds one live reservation.
-async fn one_winner_among_100(strategy: Strategy) {
+async fn one_winner_among_100(strategy: &str) {
     let test_db = TestDb::new().await;
     let schedule = test_db.schedule(500).await;
     let number = seat(1);
     let (lock, _redis) = lock_for(strategy).await;
-    let control = Control::new(strategy, Some(lock))
-        .unwrap()
-        .with_lock_options(LockOptions {
+    let control = Control::locked(
+        strategy,
+        lock,
+        LockOptions {
             lease: Duration::from_secs(10),
             wait: Duration::from_secs(20),
             watchdog: true,
-        });
-    let service = Arc::new(ReservationService::new(
-        MysqlSeats::new(test_db.db.clone()),
-        SystemClock,
-        control,
-        DEFAULT_HOLD,
-    ));
+        },
+    );
+    let service = Arc::new(test_db.seat_services(control, SystemClock).reservations);
     let outcomes = concurrently(100, |i| {
         let service = service.clone();
         async move {
@@ -181,25 +169,29 @@ async fn one_winner_among_100(strategy: Strategy) {
     for outcome in outcomes {
         match outcome {
             Ok(_) => won += 1,
-            Err(ReserveError::SeatUnavailable) => taken += 1,
-            Err(ReserveError::LockTimeout) => timed_out += 1,
+            Err(ReserveError::SeatUnavailable { .. }) => taken += 1,
+            Err(ReserveError::Failed(Failure::LockTimeout)) => timed_out += 1,
             Err(e) => panic!("{strategy}: unexpected outcome {e:?}"),
         }
     }
     assert_eq!(won, 1, "{strategy}");
     assert_eq!(won + taken + timed_out, 100);
-    if strategy != Strategy::RedisSimple {
+    if strategy != "redis-simple" {
         // waiting locks: everyone got in, saw the seat taken
         assert_eq!(taken, 99, "{strategy}");
     }
     assert_eq!(
-        admin::live_reservations(&test_db.db, schedule, number)
+        test_db
+            .sql
+            .live_reservations(schedule, number)
             .await
             .unwrap(),
         1
     );
     assert_eq!(
-        admin::reservations_of_seat(&test_db.db, schedule, number)
+        test_db
+            .sql
+            .reservations_of_seat(schedule, number)
             .await
             .unwrap()
             .len(),
@@ -210,26 +202,24 @@ async fn one_winner_among_100(strategy: Strategy) {
 macro_rules! per_strategy {
     ($scenario:ident) => {
         mod $scenario {
-            use concert_domain::Strategy;
-
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn local() {
-                super::$scenario(Strategy::Local).await;
+                super::$scenario("local").await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis_simple() {
-                super::$scenario(Strategy::RedisSimple).await;
+                super::$scenario("redis-simple").await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis_spin() {
-                super::$scenario(Strategy::RedisSpin).await;
+                super::$scenario("redis-spin").await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis_pubsub() {
-                super::$scenario(Strategy::RedisPubSub).await;
+                super::$scenario("redis-pubsub").await;
             }
         }
     };
@@ -239,12 +229,12 @@ per_strategy!(paused_holder_is_fenced_off);
 per_strategy!(one_winner_among_100);
 
 #[test]
-fn every_lock_strategy_is_covered() {
-    for strategy in Strategy::ALL {
-        assert_eq!(
-            strategy.lock_kind().is_some(),
-            LOCK_STRATEGIES.contains(&strategy),
-            "{strategy}"
+fn every_strategy_is_covered() {
+    for strategy in concert_app::REGISTRY {
+        assert!(
+            LOCK_STRATEGIES.contains(&strategy.name) != LOCK_FREE.contains(&strategy.name),
+            "{} must be tested either as a lock or as a lock-free strategy",
+            strategy.name
         );
     }
 }
@@ -269,7 +259,7 @@ async fn processes_contend_through_redis() {
         .map(|(i, kind)| {
             tokio::process::Command::new(env!("CARGO_BIN_EXE_seat_contender"))
                 .args([
-                    test_db.url.clone(),
+                    test_db.url.as_str().to_owned(),
                     redis.prefix.clone(),
                     schedule.get().to_string(),
                     number.get().to_string(),
@@ -309,14 +299,18 @@ async fn processes_contend_through_redis() {
     }
     assert_eq!(ok, 1);
     assert_eq!(
-        admin::reservations_of_seat(&test_db.db, schedule, number)
+        test_db
+            .sql
+            .reservations_of_seat(schedule, number)
             .await
             .unwrap()
             .len(),
         1
     );
     assert_eq!(
-        admin::live_reservations(&test_db.db, schedule, number)
+        test_db
+            .sql
+            .live_reservations(schedule, number)
             .await
             .unwrap(),
         1

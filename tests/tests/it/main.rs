@@ -2,7 +2,6 @@
 //! runs on its own fresh MariaDB database and its own Redis key prefix.
 
 // foundation: MySQL adapter through the domain services
-mod migrations;
 mod payments;
 mod points;
 mod seats;

@@ -3,15 +3,31 @@
 //! idempotency, history. Exact outcomes only.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use concert_domain::{
-    ChangePoints, ChargeError, ChargePoints, Fence, HistoryEntry, IdempotencyKey, MAX_BALANCE,
-    PointChange, PointKind, Points, Strategy, UsePoints, UsePointsError, UserId, WalletRepository,
-    WriteMode,
+    ChargeError, ChargePoints, Controls, Failure, HistoryEntry, IdempotencyKey, MAX_BALANCE,
+    Observer, Operation, PointKind, Points, Policy, Services, UseError, UsePoints, UserId,
 };
-use concert_mysql::{MysqlWallets, admin};
 use concert_tests::clock::ManualClock;
-use concert_tests::db::{Services, TestDb, concurrently};
+use concert_tests::db::{TestDb, concurrently, control};
+use concert_tests::locks::FixedFenceLock;
+
+/// Counts what a control reports.
+#[derive(Default)]
+struct Attempts {
+    attempts: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+impl Observer for Attempts {
+    fn attempt(&self, _: Operation, _: &str) {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+    }
+    fn conflict(&self, _: Operation, _: &str) {
+        self.conflicts.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 fn pts(v: u64) -> Points {
     Points::new(v as i64).unwrap()
@@ -21,17 +37,17 @@ fn user(id: u64) -> UserId {
     UserId::from(id)
 }
 
-fn services(db: &TestDb, strategy: Strategy) -> Arc<Services<ManualClock>> {
+fn services(db: &TestDb, strategy: &str) -> Arc<Services> {
     Arc::new(db.services(strategy, ManualClock::new()))
 }
 
 /// 100 concurrent uses of 500 from one wallet; returns the outcomes.
 async fn use_concurrently(
-    svc: &Arc<Services<ManualClock>>,
+    svc: &Arc<Services>,
     who: UserId,
     tasks: usize,
     amount: u64,
-) -> Vec<Result<u64, UsePointsError>> {
+) -> Vec<Result<u64, UseError>> {
     concurrently(tasks, |_| {
         let svc = svc.clone();
         async move {
@@ -47,11 +63,11 @@ async fn use_concurrently(
     .await
 }
 
-async fn balance(svc: &Services<ManualClock>, who: UserId) -> u64 {
+async fn balance(svc: &Services, who: UserId) -> u64 {
     svc.points.balance(who).await.unwrap().balance
 }
 
-async fn history(svc: &Services<ManualClock>, who: UserId) -> Vec<HistoryEntry> {
+async fn history(svc: &Services, who: UserId) -> Vec<HistoryEntry> {
     svc.points.history(who).await.unwrap()
 }
 
@@ -74,8 +90,8 @@ fn assert_serial_uses(history: &[HistoryEntry], start: u64, amount: u64, uses: u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pessimistic_use_serialises_all_100() {
     let db = TestDb::new().await;
-    let svc = services(&db, Strategy::Pessimistic);
-    admin::set_balance(&db.db, user(1), 100_000).await.unwrap();
+    let svc = services(&db, "pessimistic");
+    db.sql.set_balance(user(1), 100_000).await.unwrap();
 
     let outcomes = use_concurrently(&svc, user(1), 100, 500).await;
 
@@ -102,8 +118,18 @@ async fn pessimistic_use_serialises_all_100() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optimistic_use_lets_some_win_and_reports_conflicts() {
     let db = TestDb::new().await;
-    let svc = services(&db, Strategy::Optimistic);
-    admin::set_balance(&db.db, user(1), 100_000).await.unwrap();
+    let attempts = Arc::new(Attempts::default());
+    let spend = control("optimistic").with_observer(attempts.clone());
+    let svc = Arc::new(db.services_over(
+        Controls {
+            seats: control("optimistic"),
+            charge: control("optimistic"),
+            spend,
+        },
+        Policy::default(),
+        ManualClock::new(),
+    ));
+    db.sql.set_balance(user(1), 100_000).await.unwrap();
 
     let outcomes = use_concurrently(&svc, user(1), 100, 500).await;
 
@@ -111,7 +137,7 @@ async fn optimistic_use_lets_some_win_and_reports_conflicts() {
     assert!(s >= 1);
     for o in &outcomes {
         assert!(
-            matches!(o, Ok(_) | Err(UsePointsError::Conflict)),
+            matches!(o, Ok(_) | Err(UseError::Failed(Failure::Conflict))),
             "only typed conflicts may fail: {o:?}"
         );
     }
@@ -119,15 +145,17 @@ async fn optimistic_use_lets_some_win_and_reports_conflicts() {
     let h = history(&svc, user(1)).await;
     assert_eq!(h.len() as u64, s + 1);
     assert_serial_uses(&h, 100_000, 500, s);
-    assert_eq!(svc.points.use_stats().attempts(), 100);
+    // one attempt each, and every failure was reported as a conflict
+    assert_eq!(attempts.attempts.load(Ordering::SeqCst), 100);
+    assert_eq!(attempts.conflicts.load(Ordering::SeqCst), 100 - s);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optimistic_retry_and_atomic_use_all_succeed() {
-    for strategy in [Strategy::OptimisticRetry, Strategy::Atomic] {
+    for strategy in ["optimistic-retry", "atomic"] {
         let db = TestDb::new().await;
         let svc = services(&db, strategy);
-        admin::set_balance(&db.db, user(1), 100_000).await.unwrap();
+        db.sql.set_balance(user(1), 100_000).await.unwrap();
 
         let outcomes = use_concurrently(&svc, user(1), 100, 500).await;
 
@@ -144,10 +172,10 @@ async fn optimistic_retry_and_atomic_use_all_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overdraft_stops_at_zero() {
-    for strategy in [Strategy::Pessimistic, Strategy::Atomic] {
+    for strategy in ["pessimistic", "atomic"] {
         let db = TestDb::new().await;
         let svc = services(&db, strategy);
-        admin::set_balance(&db.db, user(1), 10_000).await.unwrap();
+        db.sql.set_balance(user(1), 10_000).await.unwrap();
 
         let outcomes = use_concurrently(&svc, user(1), 100, 500).await;
 
@@ -157,7 +185,7 @@ async fn overdraft_stops_at_zero() {
             .filter(|o| {
                 matches!(
                     o,
-                    Err(UsePointsError::InsufficientPoints {
+                    Err(UseError::InsufficientPoints {
                         balance: 0,
                         needed: 500
                     })
@@ -172,7 +200,7 @@ async fn overdraft_stops_at_zero() {
 }
 
 async fn charge_concurrently(
-    svc: &Arc<Services<ManualClock>>,
+    svc: &Arc<Services>,
     who: UserId,
     tasks: usize,
     amount: u64,
@@ -199,8 +227,8 @@ async fn charge_concurrently(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optimistic_charges_keep_every_success_and_nothing_else() {
     let db = TestDb::new().await;
-    let svc = services(&db, Strategy::Optimistic);
-    admin::set_balance(&db.db, user(1), 100_000).await.unwrap();
+    let svc = services(&db, "optimistic");
+    db.sql.set_balance(user(1), 100_000).await.unwrap();
 
     let outcomes = charge_concurrently(&svc, user(1), 100, 1_000, None).await;
 
@@ -209,7 +237,7 @@ async fn optimistic_charges_keep_every_success_and_nothing_else() {
     assert!(
         outcomes
             .iter()
-            .all(|o| matches!(o, Ok(_) | Err(ChargeError::Conflict))),
+            .all(|o| matches!(o, Ok(_) | Err(ChargeError::Failed(Failure::Conflict)))),
         "{outcomes:?}"
     );
     assert_eq!(balance(&svc, user(1)).await, 100_000 + 1_000 * s);
@@ -223,10 +251,10 @@ async fn optimistic_charges_keep_every_success_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pessimistic_and_atomic_charges_all_succeed() {
-    for strategy in [Strategy::Pessimistic, Strategy::Atomic] {
+    for strategy in ["pessimistic", "atomic"] {
         let db = TestDb::new().await;
         let svc = services(&db, strategy);
-        admin::set_balance(&db.db, user(1), 100_000).await.unwrap();
+        db.sql.set_balance(user(1), 100_000).await.unwrap();
 
         let outcomes = charge_concurrently(&svc, user(1), 100, 1_000, None).await;
 
@@ -245,11 +273,7 @@ async fn pessimistic_and_atomic_charges_all_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_charges_of_a_new_user_create_one_wallet() {
-    for strategy in [
-        Strategy::Pessimistic,
-        Strategy::Atomic,
-        Strategy::OptimisticRetry,
-    ] {
+    for strategy in ["pessimistic", "atomic", "optimistic-retry"] {
         let db = TestDb::new().await;
         let svc = services(&db, strategy);
 
@@ -266,14 +290,11 @@ async fn first_charges_of_a_new_user_create_one_wallet() {
 
 #[tokio::test]
 async fn charge_never_exceeds_the_maximum_balance() {
-    for strategy in [
-        Strategy::Optimistic,
-        Strategy::Pessimistic,
-        Strategy::Atomic,
-    ] {
+    for strategy in ["optimistic", "pessimistic", "atomic"] {
         let db = TestDb::new().await;
         let svc = services(&db, strategy);
-        admin::set_balance(&db.db, user(1), MAX_BALANCE - 500)
+        db.sql
+            .set_balance(user(1), MAX_BALANCE - 500)
             .await
             .unwrap();
         let charge = |amount| ChargePoints {
@@ -304,11 +325,7 @@ async fn charge_never_exceeds_the_maximum_balance() {
 
 #[tokio::test]
 async fn a_repeated_charge_key_changes_nothing() {
-    for strategy in [
-        Strategy::Optimistic,
-        Strategy::Pessimistic,
-        Strategy::Atomic,
-    ] {
+    for strategy in ["optimistic", "pessimistic", "atomic"] {
         let db = TestDb::new().await;
         let svc = services(&db, strategy);
         let charge = |who, key: &str| ChargePoints {
@@ -364,14 +381,10 @@ async fn a_repeated_charge_key_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_repeats_of_a_charge_key_charge_once() {
-    for strategy in [
-        Strategy::Optimistic,
-        Strategy::Pessimistic,
-        Strategy::Atomic,
-    ] {
+    for strategy in ["optimistic", "pessimistic", "atomic"] {
         let db = TestDb::new().await;
         let svc = services(&db, strategy);
-        admin::set_balance(&db.db, user(1), 5_000).await.unwrap();
+        db.sql.set_balance(user(1), 5_000).await.unwrap();
 
         let outcomes = charge_concurrently(&svc, user(1), 20, 1_000, Some("double-click")).await;
 
@@ -395,11 +408,7 @@ async fn concurrent_repeats_of_a_charge_key_charge_once() {
 
 #[tokio::test]
 async fn a_user_never_charged_has_nothing() {
-    for strategy in [
-        Strategy::Optimistic,
-        Strategy::Pessimistic,
-        Strategy::Atomic,
-    ] {
+    for strategy in ["optimistic", "pessimistic", "atomic"] {
         let db = TestDb::new().await;
         let svc = services(&db, strategy);
         assert_eq!(balance(&svc, user(7)).await, 0);
@@ -415,7 +424,7 @@ async fn a_user_never_charged_has_nothing() {
         assert!(
             matches!(
                 err,
-                UsePointsError::InsufficientPoints {
+                UseError::InsufficientPoints {
                     balance: 0,
                     needed: 500
                 }
@@ -431,12 +440,7 @@ async fn a_user_never_charged_has_nothing() {
 async fn history_is_newest_first_and_consistent() {
     let db = TestDb::new().await;
     let clock = ManualClock::new();
-    let svc = db.services_with(
-        Strategy::Pessimistic,
-        Strategy::Optimistic,
-        Strategy::Pessimistic,
-        clock.clone(),
-    );
+    let svc = db.services_with("pessimistic", "optimistic", "pessimistic", clock.clone());
     let start = concert_domain::Clock::now(&clock);
     svc.points
         .charge(ChargePoints {
@@ -485,102 +489,83 @@ async fn history_is_newest_first_and_consistent() {
     assert_eq!(svc.points.balance(user(1)).await.unwrap().balance, 900);
 }
 
+/// The point use case under a lock whose fencing token is `lock`'s, for
+/// charges and uses alike.
+fn fenced(db: &TestDb, lock: FixedFenceLock) -> Services {
+    db.services_over(
+        Controls {
+            seats: control("optimistic"),
+            charge: lock.clone().control(),
+            spend: lock.control(),
+        },
+        Policy::default(),
+        ManualClock::new(),
+    )
+}
+
 #[tokio::test]
 async fn a_stale_or_lost_fence_writes_nothing() {
     let db = TestDb::new().await;
-    let wallets = MysqlWallets::new(db.db.clone());
-    admin::set_balance(&db.db, user(1), 10_000).await.unwrap();
-    admin::set_wallet_fence_token(&db.db, user(1), 10)
-        .await
-        .unwrap();
-    let now = chrono::Utc::now();
-    let change = |change, fence: Fence| ChangePoints {
-        user: user(1),
-        change,
-        now,
-        fence: Some(fence),
-        idempotency: None,
+    db.sql.set_balance(user(1), 10_000).await.unwrap();
+    db.sql.set_wallet_fence_token(user(1), 10).await.unwrap();
+    let spend = |svc: Services| async move {
+        svc.points
+            .use_points(UsePoints {
+                user: user(1),
+                amount: pts(500),
+            })
+            .await
+    };
+    let charge = |svc: Services| async move {
+        svc.points
+            .charge(ChargePoints {
+                user: user(1),
+                amount: pts(500),
+                idempotency: None,
+            })
+            .await
     };
 
-    for mode in [
-        WriteMode::Optimistic,
-        WriteMode::Pessimistic,
-        WriteMode::Atomic,
-    ] {
-        let stale = wallets
-            .spend(change(PointChange::Use(pts(500)), Fence::new(9)), mode)
-            .await;
-        assert!(
-            matches!(stale, Err(UsePointsError::LockLost)),
-            "{mode:?}: {stale:?}"
-        );
-        let stale = wallets
-            .charge(change(PointChange::Charge(pts(500)), Fence::new(9)), mode)
-            .await;
-        assert!(
-            matches!(stale, Err(ChargeError::LockLost)),
-            "{mode:?}: {stale:?}"
-        );
-        let lost = Fence::new(50);
-        lost.mark_lost();
-        let lost = wallets
-            .spend(change(PointChange::Use(pts(500)), lost), mode)
-            .await;
-        assert!(
-            matches!(lost, Err(UsePointsError::LockLost)),
-            "{mode:?}: {lost:?}"
-        );
-    }
-    assert_eq!(wallets.wallet(user(1)).await.unwrap().balance, 10_000);
-    assert_eq!(admin::history_count(&db.db, user(1)).await.unwrap(), 1);
-    assert_eq!(
-        admin::wallet_fence_token(&db.db, user(1)).await.unwrap(),
-        10
+    let stale = spend(fenced(&db, FixedFenceLock::new(9))).await;
+    assert!(
+        matches!(stale, Err(UseError::Failed(Failure::LockLost))),
+        "{stale:?}"
     );
+    let stale = charge(fenced(&db, FixedFenceLock::new(9))).await;
+    assert!(
+        matches!(stale, Err(ChargeError::Failed(Failure::LockLost))),
+        "{stale:?}"
+    );
+    let lost = spend(fenced(&db, FixedFenceLock::lost(50))).await;
+    assert!(
+        matches!(lost, Err(UseError::Failed(Failure::LockLost))),
+        "{lost:?}"
+    );
+    let svc = services(&db, "pessimistic");
+    assert_eq!(balance(&svc, user(1)).await, 10_000);
+    assert_eq!(db.sql.history_count(user(1)).await.unwrap(), 1);
+    assert_eq!(db.sql.wallet_fence_token(user(1)).await.unwrap(), 10);
+    assert_eq!(db.sql.outbox_count().await.unwrap(), 0, "no event either");
 
     // equal and newer tokens write, and the newest is recorded
-    let ok = wallets
-        .spend(
-            change(PointChange::Use(pts(500)), Fence::new(10)),
-            WriteMode::Optimistic,
-        )
-        .await
-        .unwrap();
+    let ok = spend(fenced(&db, FixedFenceLock::new(10))).await.unwrap();
     assert_eq!(ok.balance, 9_500);
-    let ok = wallets
-        .spend(
-            change(PointChange::Use(pts(500)), Fence::new(12)),
-            WriteMode::Atomic,
-        )
-        .await
-        .unwrap();
+    let ok = spend(fenced(&db, FixedFenceLock::new(12))).await.unwrap();
     assert_eq!(ok.balance, 9_000);
-    assert_eq!(
-        admin::wallet_fence_token(&db.db, user(1)).await.unwrap(),
-        12
-    );
+    assert_eq!(db.sql.wallet_fence_token(user(1)).await.unwrap(), 12);
     // a write without a fence leaves the token alone
-    wallets
-        .spend(
-            ChangePoints {
-                fence: None,
-                ..change(PointChange::Use(pts(500)), Fence::new(0))
-            },
-            WriteMode::Pessimistic,
-        )
+    spend(services(&db, "pessimistic").as_ref().clone())
         .await
         .unwrap();
-    assert_eq!(
-        admin::wallet_fence_token(&db.db, user(1)).await.unwrap(),
-        12
-    );
+    assert_eq!(db.sql.wallet_fence_token(user(1)).await.unwrap(), 12);
+    assert_eq!(balance(&svc, user(1)).await, 8_500);
 }
 
 #[tokio::test]
 async fn a_killed_connection_is_unavailable_once_then_replaced() {
     let db = TestDb::new().await;
-    let svc = services(&db, Strategy::Pessimistic);
-    admin::set_balance(&db.db, user(1), 1_000).await.unwrap();
+    let svc = services(&db, "pessimistic");
+    db.sql.set_balance(user(1), 1_000).await.unwrap();
     // warm the pool: several connections open and idle
     let warm = concurrently(4, |_| {
         let svc = svc.clone();
@@ -589,7 +574,7 @@ async fn a_killed_connection_is_unavailable_once_then_replaced() {
     .await;
     assert!(warm.iter().all(|b| matches!(b, Ok(1_000))));
 
-    let killed = admin::kill_other_connections(&db.db).await.unwrap();
+    let killed = db.sql.kill_other_connections().await.unwrap();
     assert!(killed >= 1);
 
     // Each dead pooled connection fails one request as Unavailable (never a
@@ -606,7 +591,7 @@ async fn a_killed_connection_is_unavailable_once_then_replaced() {
             .await
         {
             Ok(_) => succeeded += 1,
-            Err(UsePointsError::Unavailable(_)) => unavailable += 1,
+            Err(UseError::Failed(Failure::Unavailable(_))) => unavailable += 1,
             Err(other) => panic!("a lost connection must be Unavailable: {other:?}"),
         }
     }
@@ -617,7 +602,7 @@ async fn a_killed_connection_is_unavailable_once_then_replaced() {
     assert_eq!(unavailable + succeeded, 20);
     assert_eq!(balance(&svc, user(1)).await, 1_000 - 10 * succeeded as u64);
     assert_eq!(
-        admin::history_count(&db.db, user(1)).await.unwrap(),
+        db.sql.history_count(user(1)).await.unwrap(),
         1 + succeeded as u64
     );
     db.db.ping().await.unwrap();

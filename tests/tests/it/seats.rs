@@ -5,21 +5,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use concert_domain::services::reservation::DEFAULT_HOLD;
 use concert_domain::{
-    Clock, Fence, HoldSeat, QueryError, ReservationStatus, ReserveError, ReserveSeat, ScheduleId,
-    SeatNumber, SeatRepository, SeatState, SeatStatus, Strategy, UserId, WriteMode,
+    Clock, ConcertId, Failure, PayReservation, Policy, QueryError, ReservationStatus, ReserveError,
+    ReserveSeat, ScheduleId, SeatNumber, SeatState, SeatStatus, Services, UserId,
 };
-use concert_mysql::{MysqlSeats, admin};
 use concert_tests::clock::ManualClock;
-use concert_tests::db::{Services, TestDb, concurrently};
+use concert_tests::db::{TestDb, concurrently};
+use concert_tests::locks::FixedFenceLock;
 
-const LOCK_FREE: [Strategy; 3] = [
-    Strategy::Optimistic,
-    Strategy::Pessimistic,
-    Strategy::Atomic,
-];
+const LOCK_FREE: [&str; 3] = ["optimistic", "pessimistic", "atomic"];
+
+/// The default hold (5 minutes).
+fn hold_time() -> Duration {
+    Policy::default().hold
+}
 
 fn seat(n: i64) -> SeatNumber {
     SeatNumber::new(n).unwrap()
@@ -57,36 +56,34 @@ async fn one_of_a_hundred_holds_wins() {
             .filter(|o| {
                 matches!(
                     o,
-                    Err(ReserveError::SeatUnavailable | ReserveError::Conflict)
+                    Err(ReserveError::SeatUnavailable { .. }
+                        | ReserveError::Failed(Failure::Conflict))
                 )
             })
             .count();
         assert_eq!(losers, 99, "{strategy}: {outcomes:?}");
-        if strategy != Strategy::Optimistic {
+        if strategy != "optimistic" {
             // waiting or conditional strategies never report a conflict
             assert!(
                 outcomes
                     .iter()
-                    .all(|o| !matches!(o, Err(ReserveError::Conflict))),
+                    .all(|o| !matches!(o, Err(ReserveError::Failed(Failure::Conflict)))),
                 "{strategy}"
             );
         }
 
         let winner = winners[0];
         assert_eq!(
-            admin::live_reservations(&db.db, schedule, seat(7))
-                .await
-                .unwrap(),
+            db.sql.live_reservations(schedule, seat(7)).await.unwrap(),
             1
         );
-        let stored = admin::reservations_of_seat(&db.db, schedule, seat(7))
+        let stored = db
+            .sql
+            .reservations_of_seat(schedule, seat(7))
             .await
             .unwrap();
         assert_eq!(stored, vec![winner.clone()], "{strategy}");
-        let s = admin::seat(&db.db, schedule, seat(7))
-            .await
-            .unwrap()
-            .unwrap();
+        let s = db.sql.seat(schedule, seat(7)).await.unwrap().unwrap();
         assert_eq!(
             s.state,
             SeatState::Held {
@@ -97,9 +94,7 @@ async fn one_of_a_hundred_holds_wins() {
         assert_eq!(s.version, 1, "{strategy}: one write");
         // other seats are untouched
         assert_eq!(
-            admin::live_reservations(&db.db, schedule, seat(8))
-                .await
-                .unwrap(),
+            db.sql.live_reservations(schedule, seat(8)).await.unwrap(),
             0
         );
     }
@@ -125,7 +120,7 @@ async fn a_hold_returns_what_is_stored() {
         assert_eq!(r.status, ReservationStatus::Held);
         assert_eq!(
             r.expires_at,
-            clock.now() + chrono::Duration::from_std(DEFAULT_HOLD).unwrap()
+            clock.now() + chrono::Duration::from_std(hold_time()).unwrap()
         );
         assert_eq!(
             svc.reservations.get(UserId::from(3), r.id).await.unwrap(),
@@ -142,7 +137,7 @@ async fn a_hold_returns_what_is_stored() {
             assert!(
                 matches!(
                     svc.reservations.reserve(reserve(user, schedule, 12)).await,
-                    Err(ReserveError::SeatUnavailable)
+                    Err(ReserveError::SeatUnavailable { .. })
                 ),
                 "{strategy}"
             );
@@ -163,10 +158,10 @@ async fn an_expired_hold_is_taken_over_and_expired() {
             .reserve(reserve(1, schedule, 5))
             .await
             .unwrap();
-        clock.advance(DEFAULT_HOLD - Duration::from_secs(1));
+        clock.advance(hold_time() - Duration::from_secs(1));
         assert!(matches!(
             svc.reservations.reserve(reserve(2, schedule, 5)).await,
-            Err(ReserveError::SeatUnavailable)
+            Err(ReserveError::SeatUnavailable { .. })
         ));
         clock.advance(Duration::from_secs(1));
 
@@ -177,7 +172,9 @@ async fn an_expired_hold_is_taken_over_and_expired() {
             .unwrap();
 
         assert_ne!(first.id, second.id);
-        let stored = admin::reservations_of_seat(&db.db, schedule, seat(5))
+        let stored = db
+            .sql
+            .reservations_of_seat(schedule, seat(5))
             .await
             .unwrap();
         let statuses: Vec<_> = stored.iter().map(|r| (r.id, r.user, r.status)).collect();
@@ -190,9 +187,7 @@ async fn an_expired_hold_is_taken_over_and_expired() {
             "{strategy}"
         );
         assert_eq!(
-            admin::live_reservations(&db.db, schedule, seat(5))
-                .await
-                .unwrap(),
+            db.sql.live_reservations(schedule, seat(5)).await.unwrap(),
             1
         );
         assert_eq!(
@@ -203,10 +198,7 @@ async fn an_expired_hold_is_taken_over_and_expired() {
                 .status,
             ReservationStatus::Expired
         );
-        let s = admin::seat(&db.db, schedule, seat(5))
-            .await
-            .unwrap()
-            .unwrap();
+        let s = db.sql.seat(schedule, seat(5)).await.unwrap().unwrap();
         assert_eq!(
             s.state,
             SeatState::Held {
@@ -234,15 +226,13 @@ async fn an_unknown_seat_is_not_found() {
             "{strategy}: {err:?}"
         );
         assert_eq!(
-            admin::reservations_of_user(&db.db, UserId::from(1))
-                .await
-                .unwrap(),
+            db.sql.reservations_of_user(UserId::from(1)).await.unwrap(),
             0
         );
     }
 }
 
-async fn statuses(svc: &Services<ManualClock>, schedule: ScheduleId) -> Vec<(u8, SeatStatus)> {
+async fn statuses(svc: &Services, schedule: ScheduleId) -> Vec<(u8, SeatStatus)> {
     svc.catalogue
         .seats(schedule, None)
         .await
@@ -259,15 +249,19 @@ async fn the_seat_map_and_schedules_show_holds_sales_and_expiry() {
     let clock = ManualClock::new();
     let now = clock.now();
     let (concert, schedule) = db.schedule_at(now + chrono::Duration::days(10), 500).await;
-    let later = admin::create_schedule(&db.db, concert, now + chrono::Duration::days(20), |n| {
-        100 * u64::from(n.get())
-    })
-    .await
-    .unwrap();
-    let _past = admin::create_schedule(&db.db, concert, now - chrono::Duration::days(1), |_| 500)
+    let later = db
+        .sql
+        .create_schedule(concert, now + chrono::Duration::days(20), |n| {
+            100 * u64::from(n.get())
+        })
         .await
         .unwrap();
-    let svc = db.services(Strategy::Pessimistic, clock.clone());
+    let _past = db
+        .sql
+        .create_schedule(concert, now - chrono::Duration::days(1), |_| 500)
+        .await
+        .unwrap();
+    let svc = db.services("pessimistic", clock.clone());
 
     let map = svc.catalogue.seats(later, None).await.unwrap();
     assert_eq!(map.len(), 50);
@@ -285,7 +279,7 @@ async fn the_seat_map_and_schedules_show_holds_sales_and_expiry() {
         .reserve(reserve(1, schedule, 3))
         .await
         .unwrap();
-    clock.advance(DEFAULT_HOLD);
+    clock.advance(hold_time());
     svc.reservations
         .reserve(reserve(1, schedule, 4))
         .await
@@ -295,11 +289,13 @@ async fn the_seat_map_and_schedules_show_holds_sales_and_expiry() {
         .reserve(reserve(2, schedule, 5))
         .await
         .unwrap();
-    admin::set_balance(&db.db, UserId::from(2), 500)
-        .await
-        .unwrap();
+    db.sql.set_balance(UserId::from(2), 500).await.unwrap();
     svc.payments
-        .pay(UserId::from(2), sold.id, None)
+        .pay(PayReservation {
+            user: UserId::from(2),
+            reservation: sold.id,
+            idempotency: None,
+        })
         .await
         .unwrap();
 
@@ -331,11 +327,11 @@ async fn the_seat_map_and_schedules_show_holds_sales_and_expiry() {
     );
 
     // unknown ids are NotFound; a concert without future dates is empty
-    let other = admin::create_concert(&db.db, "Past only").await.unwrap();
+    let other = db.sql.create_concert("Past only").await.unwrap();
     assert!(svc.catalogue.schedules(other).await.unwrap().is_empty());
     assert!(matches!(
         svc.catalogue
-            .schedules(concert_domain::ConcertId::from(other.get() + 100))
+            .schedules(ConcertId::from(other.get() + 100))
             .await,
         Err(QueryError::NotFound("concert"))
     ));
@@ -352,7 +348,7 @@ async fn the_sweeper_expires_stale_holds_only() {
     let db = TestDb::new().await;
     let schedule = db.schedule(500).await;
     let clock = ManualClock::new();
-    let svc = db.services(Strategy::Atomic, clock.clone());
+    let svc = db.services("atomic", clock.clone());
 
     let mut stale = Vec::new();
     for n in 1..=3 {
@@ -369,25 +365,26 @@ async fn the_sweeper_expires_stale_holds_only() {
         .reserve(reserve(9, schedule, 10))
         .await
         .unwrap();
-    clock.advance(DEFAULT_HOLD - Duration::from_secs(60));
+    clock.advance(hold_time() - Duration::from_secs(60));
 
     assert_eq!(svc.reservations.expire_stale().await.unwrap(), 3);
     assert_eq!(svc.reservations.expire_stale().await.unwrap(), 0);
 
     for r in &stale {
-        let stored = admin::reservations_of_seat(&db.db, schedule, r.seat_number)
+        let stored = db
+            .sql
+            .reservations_of_seat(schedule, r.seat_number)
             .await
             .unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].status, ReservationStatus::Expired);
-        let s = admin::seat(&db.db, schedule, r.seat_number)
-            .await
-            .unwrap()
-            .unwrap();
+        let s = db.sql.seat(schedule, r.seat_number).await.unwrap().unwrap();
         assert_eq!(s.state, SeatState::Available);
         assert_eq!(s.version, 2, "held, then freed");
     }
-    let kept = admin::reservations_of_seat(&db.db, schedule, seat(10))
+    let kept = db
+        .sql
+        .reservations_of_seat(schedule, seat(10))
         .await
         .unwrap();
     assert_eq!(kept, vec![live.clone()]);
@@ -399,9 +396,7 @@ async fn the_sweeper_expires_stale_holds_only() {
         .await
         .unwrap();
     assert_eq!(
-        admin::live_reservations(&db.db, schedule, seat(1))
-            .await
-            .unwrap(),
+        db.sql.live_reservations(schedule, seat(1)).await.unwrap(),
         1
     );
 }
@@ -410,87 +405,55 @@ async fn the_sweeper_expires_stale_holds_only() {
 async fn a_stale_or_lost_fence_is_refused_and_writes_nothing() {
     let db = TestDb::new().await;
     let schedule = db.schedule(500).await;
-    let seats = MysqlSeats::new(db.db.clone());
-    admin::set_seat_fence_token(&db.db, schedule, seat(9), 10)
+    db.sql
+        .set_seat_fence_token(schedule, seat(9), 10)
         .await
         .unwrap();
-    let now = Utc::now();
-    let hold = |user: u64, fence: Fence| HoldSeat {
-        user: UserId::from(user),
-        schedule,
-        seat: seat(9),
-        now,
-        until: now + chrono::Duration::minutes(5),
-        fence: Some(fence),
+    let under = |lock: FixedFenceLock| {
+        db.seat_services(lock.control(), ManualClock::new())
+            .reservations
     };
 
-    for mode in [
-        WriteMode::Optimistic,
-        WriteMode::Pessimistic,
-        WriteMode::Atomic,
-    ] {
-        let stale = seats.hold(hold(1, Fence::new(9)), mode).await;
-        assert!(
-            matches!(stale, Err(ReserveError::LockLost)),
-            "{mode:?}: {stale:?}"
-        );
-        let lost = Fence::new(11);
-        lost.mark_lost();
-        let lost = seats.hold(hold(1, lost), mode).await;
-        assert!(
-            matches!(lost, Err(ReserveError::LockLost)),
-            "{mode:?}: {lost:?}"
-        );
-    }
-    let s = admin::seat(&db.db, schedule, seat(9))
-        .await
-        .unwrap()
-        .unwrap();
+    // an older token than the one that last wrote the seat
+    let stale = under(FixedFenceLock::new(9))
+        .reserve(reserve(1, schedule, 9))
+        .await;
+    assert!(
+        matches!(stale, Err(ReserveError::Failed(Failure::LockLost))),
+        "{stale:?}"
+    );
+    // a newer token whose lease was lost while the work ran
+    let lost = under(FixedFenceLock::lost(11))
+        .reserve(reserve(1, schedule, 9))
+        .await;
+    assert!(
+        matches!(lost, Err(ReserveError::Failed(Failure::LockLost))),
+        "{lost:?}"
+    );
+    let s = db.sql.seat(schedule, seat(9)).await.unwrap().unwrap();
     assert_eq!((s.state, s.version), (SeatState::Available, 0));
     assert_eq!(
-        admin::reservations_of_seat(&db.db, schedule, seat(9))
+        db.sql
+            .reservations_of_seat(schedule, seat(9))
             .await
             .unwrap(),
         vec![]
     );
     assert_eq!(
-        admin::seat_fence_token(&db.db, schedule, seat(9))
-            .await
-            .unwrap(),
+        db.sql.seat_fence_token(schedule, seat(9)).await.unwrap(),
         10
     );
+    assert_eq!(db.sql.outbox_count().await.unwrap(), 0, "no event either");
 
     // a newer token writes and is recorded
-    let r = seats
-        .hold(hold(1, Fence::new(11)), WriteMode::Optimistic)
+    let r = under(FixedFenceLock::new(11))
+        .reserve(reserve(1, schedule, 9))
         .await
         .unwrap();
     assert_eq!(r.user, UserId::from(1));
     assert_eq!(
-        admin::seat_fence_token(&db.db, schedule, seat(9))
-            .await
-            .unwrap(),
+        db.sql.seat_fence_token(schedule, seat(9)).await.unwrap(),
         11
-    );
-    // atomic mode records its token too
-    admin::set_seat_fence_token(&db.db, schedule, seat(8), 3)
-        .await
-        .unwrap();
-    seats
-        .hold(
-            HoldSeat {
-                seat: seat(8),
-                ..hold(2, Fence::new(4))
-            },
-            WriteMode::Atomic,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        admin::seat_fence_token(&db.db, schedule, seat(8))
-            .await
-            .unwrap(),
-        4
     );
 }
 
@@ -498,11 +461,15 @@ async fn a_stale_or_lost_fence_is_refused_and_writes_nothing() {
 async fn the_demo_seed_is_idempotent() {
     let db = TestDb::new().await;
     let clock = ManualClock::new();
-    let svc = db.services(Strategy::Pessimistic, clock.clone());
+    let svc = db.services("pessimistic", clock.clone());
 
-    let first = concert_mysql::seed_demo(&db.db, clock.now()).await.unwrap();
+    let first = concert_app::seed::seed_demo(&svc.catalogue, clock.now())
+        .await
+        .unwrap();
     assert_eq!((first.concerts_created, first.schedules_created), (2, 6));
-    let again = concert_mysql::seed_demo(&db.db, clock.now()).await.unwrap();
+    let again = concert_app::seed::seed_demo(&svc.catalogue, clock.now())
+        .await
+        .unwrap();
     assert_eq!((again.concerts_created, again.schedules_created), (0, 0));
     assert_eq!(again.concerts, first.concerts);
 
@@ -518,14 +485,16 @@ async fn the_demo_seed_is_idempotent() {
             assert_eq!(map.len(), 50);
             assert!(
                 map.iter()
-                    .all(|v| v.price.get() == concert_mysql::demo_price(v.number))
+                    .all(|v| v.price.get() == concert_app::seed::demo_price(v.number))
             );
         }
     }
 
     // a week later the first dates have passed: the seed tops them up
     clock.advance(Duration::from_secs(8 * 24 * 3600));
-    let later = concert_mysql::seed_demo(&db.db, clock.now()).await.unwrap();
+    let later = concert_app::seed::seed_demo(&svc.catalogue, clock.now())
+        .await
+        .unwrap();
     assert_eq!((later.concerts_created, later.schedules_created), (0, 2));
     for concert in &concerts {
         assert_eq!(svc.catalogue.schedules(concert.id).await.unwrap().len(), 3);

@@ -1,26 +1,129 @@
-//! Use cases. Each service is generic over the ports it drives, so handlers
-//! can be tested with a mocked service and services with mocked ports.
+//! Use cases. Each service method reads as the business: begin a unit of
+//! work with the protection its control chose, load, apply the pure rule,
+//! save, record the events, commit. The services hold their ports as
+//! `Arc<dyn Port>`: the app picks adapters at run time, and tests pass
+//! mocks or the real adapters the same way.
 
 pub mod catalogue;
 pub mod payment;
 pub mod points;
 pub mod reservation;
+pub mod waiting_room;
 
-#[cfg(test)]
-pub(crate) mod testing {
-    use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
 
-    use crate::clock::MockClock;
+use crate::clock::Clock;
+use crate::control::Control;
+use crate::error::Failure;
+use crate::model::room::RoomRules;
+use crate::ports::{CatalogueRepository, Queries, Transactions, UnitOfWork, WaitingRoom};
 
-    pub fn t0() -> DateTime<Utc> {
-        DateTime::from_timestamp(1_900_000_000, 0).expect("valid timestamp")
-    }
+pub use catalogue::CatalogueService;
+pub use payment::{PayReservation, PaymentService};
+pub use points::{ChargePoints, PointService, UsePoints};
+pub use reservation::{ReservationService, ReserveSeat, ReserveSeats};
+pub use waiting_room::WaitingRoomService;
 
-    /// A clock frozen at `t0()` whose sleeps return at once.
-    pub fn frozen_clock() -> MockClock {
-        let mut clock = MockClock::new();
-        clock.expect_now().returning(t0);
-        clock.expect_sleep().returning(|_| ());
-        clock
+/// The outbound ports every use case draws from.
+#[derive(Clone)]
+pub struct Ports {
+    pub transactions: Arc<dyn Transactions>,
+    pub queries: Arc<dyn Queries>,
+    pub catalogue: Arc<dyn CatalogueRepository>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The concurrency control of each contended operation.
+#[derive(Debug, Clone)]
+pub struct Controls {
+    /// Seat holds (single and batch).
+    pub seats: Control,
+    /// Point charges.
+    pub charge: Control,
+    /// Point uses: payments, point uses and refunds (they all write the
+    /// payer's wallet).
+    pub spend: Control,
+}
+
+/// The business settings of the use cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// How long a hold lasts.
+    pub hold: Duration,
+    /// Live holds one user may have on one schedule (0: no limit).
+    pub max_holds_per_user: u32,
+    /// Seats one batch hold may ask for.
+    pub max_seats_per_request: usize,
+    /// Refunds close this long before the show starts.
+    pub refund_cutoff: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            hold: Duration::from_secs(300),
+            max_holds_per_user: 0,
+            max_seats_per_request: 4,
+            refund_cutoff: Duration::from_secs(24 * 3600),
+        }
     }
 }
+
+/// Every use case, wired over one set of ports.
+#[derive(Clone)]
+pub struct Services {
+    pub catalogue: CatalogueService,
+    pub reservations: ReservationService,
+    pub points: PointService,
+    pub payments: PaymentService,
+    /// Present when the waiting room is on.
+    pub waiting_room: Option<WaitingRoomService>,
+}
+
+impl Services {
+    pub fn new(ports: Ports, controls: Controls, policy: Policy) -> Self {
+        Self {
+            catalogue: CatalogueService::new(ports.clone()),
+            reservations: ReservationService::new(ports.clone(), controls.seats, policy),
+            points: PointService::new(ports.clone(), controls.charge, controls.spend.clone()),
+            payments: PaymentService::new(ports, controls.spend, policy),
+            waiting_room: None,
+        }
+    }
+
+    /// Turns the waiting room on: reservation and payment then need the
+    /// caller to be admitted to the concert's room.
+    pub fn with_waiting_room(mut self, room: Arc<dyn WaitingRoom>, rules: RoomRules) -> Self {
+        let service = WaitingRoomService::new(self.catalogue.ports().clone(), room, rules);
+        self.catalogue = self.catalogue.with_room(service.clone());
+        self.reservations = self.reservations.with_room(service.clone());
+        self.payments = self.payments.with_room(service.clone());
+        self.waiting_room = Some(service);
+        self
+    }
+}
+
+/// Ends a unit of work: commits on success, rolls back on failure.
+pub(crate) async fn finish<T, E: From<Failure>>(
+    uow: Box<dyn UnitOfWork>,
+    outcome: Result<T, E>,
+) -> Result<T, E> {
+    match outcome {
+        Ok(value) => {
+            uow.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            uow.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+pub(crate) mod testing;

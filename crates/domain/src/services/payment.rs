@@ -1,171 +1,529 @@
-//! Paying a held seat with points.
+//! Paying a held seat with points, looking a payment up, refunding it.
 
-use std::sync::Arc;
+use crate::control::{Control, Operation, Protection};
+use crate::error::{Failure, PayError, QueryError, RefundError};
+use crate::events::Event;
+use crate::ids::{IdempotencyKey, PaymentId, ReservationId, UserId};
+use crate::lock::LockKey;
+use crate::model::payment::{NewPayment, Payment, PaymentStatus};
+use crate::model::seat::{Reservation, ReservationStatus, SeatState};
+use crate::model::wallet::{PointChange, PointRule};
+use crate::ports::{Claim, KeyScope, Stored, UnitOfWork};
+use crate::services::points::change_balance;
+use crate::services::{Policy, Ports, WaitingRoomService, chrono_duration, finish};
 
-use crate::clock::Clock;
-use crate::error::PayError;
-use crate::ids::{IdempotencyKey, ReservationId, UserId};
-use crate::lock::{DistributedLock, LockKey};
-use crate::payment::{PayReservation, Payment};
-use crate::ports::PaymentRepository;
-use crate::strategy::{Control, ControlStats};
-
-pub struct PaymentService<P, L, C> {
-    payments: P,
-    clock: C,
-    control: Control<L>,
+/// The command: `user` pays `reservation` with points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayReservation {
+    pub user: UserId,
+    pub reservation: ReservationId,
+    pub idempotency: Option<IdempotencyKey>,
 }
 
-impl<P: PaymentRepository, L: DistributedLock, C: Clock> PaymentService<P, L, C> {
+#[derive(Clone)]
+pub struct PaymentService {
+    ports: Ports,
+    control: Control,
+    policy: Policy,
+    room: Option<WaitingRoomService>,
+}
+
+impl PaymentService {
     /// `control` protects the payer's wallet (the point-use strategy).
-    pub fn new(payments: P, clock: C, control: Control<L>) -> Self {
+    pub fn new(ports: Ports, control: Control, policy: Policy) -> Self {
         Self {
-            payments,
-            clock,
+            ports,
             control,
+            policy,
+            room: None,
         }
     }
 
-    pub fn stats(&self) -> Arc<ControlStats> {
-        self.control.stats()
+    pub(crate) fn with_room(mut self, room: WaitingRoomService) -> Self {
+        self.room = Some(room);
+        self
     }
 
-    /// Pays the user's held reservation from their points: balance down,
-    /// reservation confirmed, seat sold, payment recorded, all or nothing.
-    #[tracing::instrument(skip(self), fields(strategy = %self.control.strategy()))]
-    pub async fn pay(
+    /// Pays the user's held reservation from their points, all or nothing:
+    /// the seat sold, the reservation confirmed, the payment recorded, the
+    /// balance down, and the events of all of it. With an idempotency key, a
+    /// repeat answers the first payment; the key reused for another
+    /// reservation is refused.
+    #[tracing::instrument(skip(self), fields(strategy = self.control.name()))]
+    pub async fn pay(&self, cmd: PayReservation) -> Result<Payment, PayError> {
+        let schedule = match &self.room {
+            Some(room) => {
+                // The gate needs the concert: the reservation names it.
+                let held = self.ports.queries.reservation(cmd.reservation).await?;
+                match held.filter(|r| r.is_visible_to(cmd.user)) {
+                    Some(r) if !room.admits(cmd.user, r.schedule).await? => {
+                        return Err(PayError::NotAdmitted);
+                    }
+                    Some(r) => Some(r.schedule),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let keys = [LockKey::wallet(cmd.user)];
+        let payment = self
+            .control
+            .run(
+                Operation::Pay,
+                &keys,
+                self.ports.clock.as_ref(),
+                |protection| self.pay_once(&cmd, protection),
+            )
+            .await?;
+        if let (Some(room), Some(schedule)) = (&self.room, schedule) {
+            room.after_payment(cmd.user, schedule).await;
+        }
+        Ok(payment)
+    }
+
+    async fn pay_once(
+        &self,
+        cmd: &PayReservation,
+        protection: Protection,
+    ) -> Result<Payment, PayError> {
+        let now = self.ports.clock.now();
+        let atomic = matches!(protection, Protection::Atomic);
+        let mut uow = self.ports.transactions.begin(protection).await?;
+        let outcome = async {
+            if let Some(key) = &cmd.idempotency {
+                let request = format!("reservation={}", cmd.reservation);
+                match uow
+                    .idempotency()
+                    .claim(cmd.user, KeyScope::Payment, key, &request)
+                    .await?
+                {
+                    Claim::New => {}
+                    Claim::Done(Stored::Payment(id)) => {
+                        return uow.payments().find(id).await?.ok_or_else(|| {
+                            Failure::unknown(anyhow::anyhow!("payment {id} of a key is missing"))
+                                .into()
+                        });
+                    }
+                    Claim::Done(Stored::Balance(_)) | Claim::Mismatch => {
+                        return Err(PayError::KeyReused);
+                    }
+                }
+            }
+            let reservation = payable(&mut *uow, cmd, now).await?;
+            // The seat first, locked: it serializes every change of its
+            // reservations; then the reservation as it stands under it.
+            let seat = uow.seats().lock(reservation.seat).await?;
+            let reservation = payable(&mut *uow, cmd, now).await?;
+            let sold = seat
+                .and_then(|s| s.sell(&reservation, now))
+                .ok_or(Failure::Conflict)?;
+            uow.seats().save(&sold).await?;
+            let confirmed = reservation.confirm();
+            uow.reservations()
+                .save(&confirmed, ReservationStatus::Held)
+                .await?;
+            let payment = uow
+                .payments()
+                .insert(&NewPayment {
+                    reservation: confirmed.id,
+                    user: cmd.user,
+                    amount: confirmed.price,
+                    paid_at: now,
+                })
+                .await?;
+            // The contended wallet last, so its lock is held the shortest.
+            let change = PointChange::Use(confirmed.price);
+            let balance = change_balance(&mut *uow, cmd.user, change, now, atomic)
+                .await?
+                .map_err(|rule| match rule {
+                    PointRule::Insufficient { balance, needed } => {
+                        PayError::InsufficientPoints { balance, needed }
+                    }
+                    other => {
+                        Failure::unknown(anyhow::anyhow!("a payment was refused: {other}")).into()
+                    }
+                })?;
+            if let Some(key) = &cmd.idempotency {
+                uow.idempotency()
+                    .complete(
+                        cmd.user,
+                        KeyScope::Payment,
+                        key,
+                        Stored::Payment(payment.id),
+                    )
+                    .await?;
+            }
+            uow.outbox()
+                .record(&[
+                    Event::reservation_confirmed(&confirmed, &payment),
+                    Event::points(cmd.user, change, balance, Some(payment.id), now),
+                    Event::payment_completed(&payment, &confirmed),
+                ])
+                .await?;
+            Ok(payment)
+        }
+        .await;
+        finish(uow, outcome).await
+    }
+
+    /// The payment as its payer sees it; anyone else's is `NotFound`.
+    #[tracing::instrument(skip(self))]
+    pub async fn get(&self, user: UserId, id: PaymentId) -> Result<Payment, QueryError> {
+        self.ports
+            .queries
+            .payment(id)
+            .await?
+            .filter(|p| p.is_visible_to(user))
+            .ok_or(QueryError::NotFound("payment"))
+    }
+
+    /// Refunds the user's payment, all or nothing: the price back to the
+    /// wallet (history `REFUND`), the payment and the reservation
+    /// `REFUNDED`, the seat available. A refunded payment is answered as it
+    /// is; the refund closes `refund_cutoff` before the show.
+    #[tracing::instrument(skip(self), fields(strategy = self.control.name()))]
+    pub async fn refund(&self, user: UserId, id: PaymentId) -> Result<Payment, RefundError> {
+        let payment = self.get(user, id).await.map_err(|e| match e {
+            QueryError::NotFound(_) => RefundError::NotFound,
+            QueryError::Failed(f) => RefundError::Failed(f),
+        })?;
+        let reservation = self
+            .ports
+            .queries
+            .reservation(payment.reservation)
+            .await?
+            .ok_or_else(|| Failure::unknown(anyhow::anyhow!("payment {id} has no reservation")))?;
+        let show = self
+            .ports
+            .catalogue
+            .schedule(reservation.schedule)
+            .await?
+            .ok_or_else(|| Failure::unknown(anyhow::anyhow!("reservation without schedule")))?;
+        let keys = [LockKey::wallet(user)];
+        let refunded = self
+            .control
+            .run(
+                Operation::Refund,
+                &keys,
+                self.ports.clock.as_ref(),
+                |protection| self.refund_once(user, &reservation, id, show.starts_at, protection),
+            )
+            .await?;
+        if let Some(room) = &self.room {
+            room.on_sale_again(reservation.schedule).await;
+        }
+        Ok(refunded)
+    }
+
+    async fn refund_once(
         &self,
         user: UserId,
-        reservation: ReservationId,
-        idempotency: Option<IdempotencyKey>,
-    ) -> Result<Payment, PayError> {
-        self.control
-            .run(&self.clock, LockKey::wallet(user), |mode, fence| {
-                let cmd = PayReservation {
-                    user,
-                    reservation,
-                    now: self.clock.now(),
-                    fence,
-                    idempotency: idempotency.clone(),
-                };
-                self.payments.pay(cmd, mode)
-            })
-            .await
+        reservation: &Reservation,
+        id: PaymentId,
+        show_starts: chrono::DateTime<chrono::Utc>,
+        protection: Protection,
+    ) -> Result<Payment, RefundError> {
+        let now = self.ports.clock.now();
+        let atomic = matches!(protection, Protection::Atomic);
+        let mut uow = self.ports.transactions.begin(protection).await?;
+        let outcome = async {
+            let seat = uow.seats().lock(reservation.seat).await?;
+            let payment = uow
+                .payments()
+                .find(id)
+                .await?
+                .filter(|p| p.is_visible_to(user))
+                .ok_or(RefundError::NotFound)?;
+            let cutoff = chrono_duration(self.policy.refund_cutoff);
+            let Some(refunded) = payment.refund(user, now, show_starts, cutoff)? else {
+                return Ok(payment);
+            };
+            let current = uow
+                .reservations()
+                .find(payment.reservation)
+                .await?
+                .ok_or_else(|| {
+                    Failure::unknown(anyhow::anyhow!("payment {id} has no reservation"))
+                })?;
+            uow.payments().save(&refunded, PaymentStatus::Paid).await?;
+            let refunded_reservation = current.refund();
+            uow.reservations()
+                .save(&refunded_reservation, ReservationStatus::Confirmed)
+                .await?;
+            match seat {
+                Some(seat) if seat.state == SeatState::Sold => {
+                    uow.seats().save(&seat.release()).await?;
+                }
+                _ => return Err(Failure::Conflict.into()),
+            }
+            let change = PointChange::Refund(refunded.amount);
+            let balance = change_balance(&mut *uow, user, change, now, atomic)
+                .await?
+                .map_err(|rule| {
+                    Failure::unknown(anyhow::anyhow!("a refund was refused: {rule}"))
+                })?;
+            uow.outbox()
+                .record(&[
+                    Event::payment_refunded(&refunded, &refunded_reservation, now),
+                    Event::reservation_refunded(&refunded_reservation, &refunded, now),
+                    Event::points(user, change, balance, Some(refunded.id), now),
+                ])
+                .await?;
+            Ok(refunded)
+        }
+        .await;
+        finish(uow, outcome).await
     }
+}
+
+/// The payer's reservation as stored now, checked payable at `now`.
+async fn payable(
+    uow: &mut dyn UnitOfWork,
+    cmd: &PayReservation,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Reservation, PayError> {
+    let reservation = uow
+        .reservations()
+        .find(cmd.reservation)
+        .await?
+        .ok_or(PayError::NotFound)?;
+    reservation.check_payable(cmd.user, now)?;
+    Ok(reservation)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use chrono::Duration;
+
     use super::*;
-    use crate::ids::PaymentId;
-    use crate::lock::{Fence, LockError, LockGuard, MockDistributedLock};
-    use crate::points::Points;
-    use crate::ports::MockPaymentRepository;
-    use crate::services::testing::{frozen_clock, t0};
-    use crate::strategy::{Strategy, WriteMode};
+    use crate::control::RetryPolicy;
+    use crate::error::RefundError;
+    use crate::events::EventType;
+    use crate::ids::{ScheduleId, SeatNumber};
+    use crate::lock::{LockOptions, MockDistributedLock};
+    use crate::memory::MemoryStore;
+    use crate::model::seat::SeatState;
+    use crate::model::wallet::PointKind;
+    use crate::services::testing::{TestClock, services, t0};
+    use crate::services::{ReserveSeat, Services};
 
-    fn paid(cmd: &PayReservation) -> Payment {
-        Payment {
-            id: PaymentId::from(1),
-            reservation: cmd.reservation,
-            user: cmd.user,
-            amount: Points::new(500).unwrap(),
-            paid_at: cmd.now,
+    fn user(n: u64) -> UserId {
+        UserId::from(n)
+    }
+
+    fn controls() -> Vec<Control> {
+        let lock = Arc::new(MockDistributedLock::granting(1, Arc::default()));
+        vec![
+            Control::optimistic("optimistic"),
+            Control::pessimistic("pessimistic"),
+            Control::atomic("atomic"),
+            Control::retrying("optimistic-retry", RetryPolicy::default()),
+            Control::locked("local", lock, LockOptions::default()),
+        ]
+    }
+
+    struct Fixture {
+        svc: Services,
+        store: MemoryStore,
+        clock: TestClock,
+        schedule: ScheduleId,
+    }
+
+    fn fixture(control: Control) -> Fixture {
+        let (svc, store, clock) = services(control, Policy::default());
+        let (_, schedule) = store.add_schedule(t0() + Duration::days(3), 500);
+        Fixture {
+            svc,
+            store,
+            clock,
+            schedule,
         }
     }
 
-    fn service(
-        repo: MockPaymentRepository,
-        strategy: Strategy,
-        lock: Option<MockDistributedLock>,
-    ) -> PaymentService<MockPaymentRepository, MockDistributedLock, crate::clock::MockClock> {
-        PaymentService::new(repo, frozen_clock(), Control::new(strategy, lock).unwrap())
-    }
-
-    #[tokio::test]
-    async fn pays_with_the_use_strategy_mode_and_key() {
-        let mut repo = MockPaymentRepository::new();
-        repo.expect_pay()
-            .withf(|c, m| {
-                *m == WriteMode::Pessimistic
-                    && c.user.get() == 4
-                    && c.reservation.get() == 9
-                    && c.now == t0()
-                    && c.idempotency.as_ref().map(IdempotencyKey::as_str) == Some("pay-9")
-            })
-            .times(1)
-            .returning(|c, _| Ok(paid(&c)));
-        let p = service(repo, Strategy::Pessimistic, None)
-            .pay(
-                UserId::from(4),
-                ReservationId::from(9),
-                Some(IdempotencyKey::new("pay-9").unwrap()),
-            )
-            .await
-            .unwrap();
-        assert_eq!((p.reservation.get(), p.paid_at), (9, t0()));
-    }
-
-    #[tokio::test]
-    async fn every_refusal_reaches_the_caller() {
-        let cases: [fn() -> PayError; 6] = [
-            || PayError::NotFound,
-            || PayError::Expired,
-            || PayError::AlreadyPaid,
-            || PayError::InsufficientPoints {
-                balance: 100,
-                needed: 500,
-            },
-            || PayError::Conflict,
-            || PayError::LockLost,
-        ];
-        for make in cases {
-            let mut repo = MockPaymentRepository::new();
-            repo.expect_pay()
-                .times(1)
-                .returning(move |_, _| Err(make()));
-            let err = service(repo, Strategy::Optimistic, None)
-                .pay(UserId::from(4), ReservationId::from(9), None)
+    impl Fixture {
+        async fn hold(&self, who: u64, seat: i64) -> Reservation {
+            self.svc
+                .reservations
+                .reserve(ReserveSeat {
+                    user: user(who),
+                    schedule: self.schedule,
+                    seat: SeatNumber::new(seat).unwrap(),
+                })
                 .await
-                .unwrap_err();
-            assert_eq!(err, make());
+                .unwrap()
+        }
+
+        async fn pay(
+            &self,
+            who: u64,
+            r: &Reservation,
+            key: Option<&str>,
+        ) -> Result<Payment, PayError> {
+            self.svc
+                .payments
+                .pay(PayReservation {
+                    user: user(who),
+                    reservation: r.id,
+                    idempotency: key.map(|k| IdempotencyKey::new(k).unwrap()),
+                })
+                .await
+        }
+
+        fn types(&self) -> Vec<EventType> {
+            self.store.events().iter().map(|e| e.kind).collect()
         }
     }
 
     #[tokio::test]
-    async fn under_a_lock_the_wallet_is_locked_and_fenced() {
-        let mut lock = MockDistributedLock::new();
-        lock.expect_acquire()
-            .withf(|key, _| key.as_str() == "wallet:4")
-            .times(1)
-            .returning(|key, _| Ok(LockGuard::new(key.clone(), "o", Fence::new(8))));
-        lock.expect_release().times(1).returning(|_| Ok(()));
-        let mut repo = MockPaymentRepository::new();
-        repo.expect_pay()
-            .withf(|c, m| {
-                *m == WriteMode::Optimistic && c.fence.as_ref().map(Fence::token) == Some(8)
-            })
-            .times(1)
-            .returning(|c, _| Ok(paid(&c)));
-        assert!(
-            service(repo, Strategy::RedisSpin, Some(lock))
-                .pay(UserId::from(4), ReservationId::from(9), None)
-                .await
-                .is_ok()
-        );
+    async fn paying_sells_confirms_records_and_debits_at_once() {
+        for control in controls() {
+            let name = control.name().to_owned();
+            let f = fixture(control);
+            f.store.set_balance(user(1), 1_000);
+            let r = f.hold(1, 7).await;
+            let p = f.pay(1, &r, None).await.unwrap();
+            assert_eq!(
+                (p.reservation, p.user, p.amount.get(), p.status),
+                (r.id, user(1), 500, PaymentStatus::Paid),
+                "{name}"
+            );
+            assert_eq!(f.store.balance(user(1)), 500, "{name}");
+            assert_eq!(
+                f.store.seat(f.schedule, r.seat_number).unwrap().state,
+                SeatState::Sold
+            );
+            assert_eq!(
+                f.store.reservations()[0].status,
+                ReservationStatus::Confirmed
+            );
+            assert_eq!(
+                f.types(),
+                [
+                    EventType::SeatHeld,
+                    EventType::ReservationConfirmed,
+                    EventType::PointsUsed,
+                    EventType::PaymentCompleted
+                ],
+                "{name}"
+            );
+            let used = &f.store.events()[2];
+            assert_eq!(used.payload.payment_id, Some(p.id));
+            assert_eq!(used.payload.balance_after, Some(500));
+            assert!(matches!(
+                f.pay(1, &r, None).await,
+                Err(PayError::AlreadyPaid)
+            ));
+        }
     }
 
     #[tokio::test]
-    async fn lock_unavailable_is_unavailable() {
-        let mut lock = MockDistributedLock::new();
-        lock.expect_acquire()
-            .returning(|_, _| Err(LockError::Unavailable(anyhow::anyhow!("redis down"))));
-        let mut repo = MockPaymentRepository::new();
-        repo.expect_pay().never();
-        let err = service(repo, Strategy::RedisPubSub, Some(lock))
-            .pay(UserId::from(4), ReservationId::from(9), None)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, PayError::Unavailable(_)));
+    async fn refused_payments_change_nothing() {
+        for control in controls() {
+            let name = control.name().to_owned();
+            let f = fixture(control);
+            f.store.set_balance(user(1), 400);
+            let r = f.hold(1, 7).await;
+            let before = (f.store.reservations(), f.store.events().len());
+            assert!(
+                matches!(f.pay(2, &r, None).await, Err(PayError::NotFound)),
+                "{name}"
+            );
+            assert!(
+                matches!(
+                    f.pay(1, &r, None).await,
+                    Err(PayError::InsufficientPoints {
+                        balance: 400,
+                        needed: 500
+                    })
+                ),
+                "{name}"
+            );
+            f.clock.advance(Duration::minutes(5));
+            assert!(
+                matches!(f.pay(1, &r, None).await, Err(PayError::Expired)),
+                "{name}"
+            );
+            assert_eq!((f.store.reservations(), f.store.events().len()), before);
+            assert_eq!(f.store.balance(user(1)), 400);
+            assert!(f.store.payments().is_empty());
+            assert!(f.store.history_of(user(1)).is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_payment_key_answers_the_first_payment_and_refuses_another_reservation() {
+        let f = fixture(Control::pessimistic("pessimistic"));
+        f.store.set_balance(user(1), 5_000);
+        let a = f.hold(1, 1).await;
+        let b = f.hold(1, 2).await;
+        let first = f.pay(1, &a, Some("pay-a")).await.unwrap();
+        assert_eq!(f.pay(1, &a, Some("pay-a")).await.unwrap(), first);
+        assert!(matches!(
+            f.pay(1, &b, Some("pay-a")).await,
+            Err(PayError::KeyReused)
+        ));
+        assert_eq!(f.store.payments().len(), 1);
+        assert_eq!(f.store.balance(user(1)), 4_500);
+    }
+
+    #[tokio::test]
+    async fn a_refund_gives_everything_back_once() {
+        for control in controls() {
+            let name = control.name().to_owned();
+            let f = fixture(control);
+            f.store.set_balance(user(1), 1_000);
+            let r = f.hold(1, 7).await;
+            let p = f.pay(1, &r, None).await.unwrap();
+            assert!(matches!(
+                f.svc.payments.refund(user(2), p.id).await,
+                Err(RefundError::NotFound)
+            ));
+            let refunded = f.svc.payments.refund(user(1), p.id).await.unwrap();
+            assert_eq!(refunded.status, PaymentStatus::Refunded, "{name}");
+            assert_eq!(
+                f.svc.payments.refund(user(1), p.id).await.unwrap(),
+                refunded
+            );
+            assert_eq!(f.store.balance(user(1)), 1_000, "{name}");
+            assert_eq!(
+                f.store.reservations()[0].status,
+                ReservationStatus::Refunded
+            );
+            assert_eq!(
+                f.store.seat(f.schedule, r.seat_number).unwrap().state,
+                SeatState::Available
+            );
+            let kinds: Vec<_> = f.store.history_of(user(1)).iter().map(|h| h.kind).collect();
+            assert_eq!(kinds, [PointKind::Use, PointKind::Refund], "{name}");
+            assert_eq!(
+                f.types()[4..],
+                [
+                    EventType::PaymentRefunded,
+                    EventType::ReservationRefunded,
+                    EventType::PointsRefunded
+                ],
+                "{name}"
+            );
+            assert_eq!(f.svc.payments.get(user(1), p.id).await.unwrap(), refunded);
+            // the seat sells again
+            let again = f.hold(2, 7).await;
+            assert_eq!(again.status, ReservationStatus::Held);
+        }
+    }
+
+    #[tokio::test]
+    async fn refunds_close_before_the_show() {
+        let f = fixture(Control::pessimistic("pessimistic"));
+        f.store.set_balance(user(1), 1_000);
+        let r = f.hold(1, 7).await;
+        let p = f.pay(1, &r, None).await.unwrap();
+        f.clock.advance(Duration::hours(48) + Duration::seconds(1));
+        assert!(matches!(
+            f.svc.payments.refund(user(1), p.id).await,
+            Err(RefundError::Closed { hours: 24 })
+        ));
+        assert_eq!(f.store.balance(user(1)), 500);
     }
 }

@@ -1,14 +1,18 @@
-//! Point balance, history, charge and use.
+//! Point balance, history, charge and use; and the wallet change every
+//! point-moving use case shares.
 
-use std::sync::Arc;
+use chrono::{DateTime, Utc};
 
-use crate::clock::Clock;
-use crate::error::{ChargeError, QueryError, UsePointsError};
+use crate::control::{Control, Operation, Protection};
+use crate::error::{ChargeError, Failure, QueryError, UseError};
+use crate::events::Event;
 use crate::ids::{IdempotencyKey, UserId};
-use crate::lock::{DistributedLock, LockKey};
-use crate::points::{ChangePoints, HistoryEntry, PointBalance, PointChange, Points};
-use crate::ports::WalletRepository;
-use crate::strategy::{Control, ControlStats};
+use crate::lock::LockKey;
+use crate::model::wallet::{
+    HistoryEntry, NewHistoryEntry, PointBalance, PointChange, PointRule, Points, Wallet,
+};
+use crate::ports::{Claim, KeyScope, Stored, UnitOfWork};
+use crate::services::{Ports, finish};
 
 /// The command: add `amount` to the user's balance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,87 +29,236 @@ pub struct UsePoints {
     pub amount: Points,
 }
 
-pub struct PointService<W, L, C> {
-    wallets: W,
-    clock: C,
-    charge: Control<L>,
-    spend: Control<L>,
+#[derive(Clone)]
+pub struct PointService {
+    ports: Ports,
+    charge: Control,
+    spend: Control,
 }
 
-impl<W: WalletRepository, L: DistributedLock, C: Clock> PointService<W, L, C> {
+impl PointService {
     /// `charge` controls top-ups, `spend` controls uses.
-    pub fn new(wallets: W, clock: C, charge: Control<L>, spend: Control<L>) -> Self {
+    pub fn new(ports: Ports, charge: Control, spend: Control) -> Self {
         Self {
-            wallets,
-            clock,
+            ports,
             charge,
             spend,
         }
     }
 
-    pub fn charge_stats(&self) -> Arc<ControlStats> {
-        self.charge.stats()
-    }
-
-    pub fn use_stats(&self) -> Arc<ControlStats> {
-        self.spend.stats()
-    }
-
     /// The balance; 0 for a user never charged.
     #[tracing::instrument(skip(self))]
     pub async fn balance(&self, user: UserId) -> Result<PointBalance, QueryError> {
-        Ok(self.wallets.wallet(user).await?.balance())
+        let wallet = self.ports.queries.wallet(user).await?;
+        Ok(wallet.unwrap_or_else(|| Wallet::empty(user)).balance())
     }
 
     /// Every change, newest first.
     #[tracing::instrument(skip(self))]
     pub async fn history(&self, user: UserId) -> Result<Vec<HistoryEntry>, QueryError> {
-        self.wallets.history(user).await
+        Ok(self.ports.queries.history(user).await?)
     }
 
-    /// Tops the balance up, never above the maximum balance.
-    #[tracing::instrument(skip(self), fields(strategy = %self.charge.strategy()))]
+    /// Tops the balance up, never above the maximum balance. With an
+    /// idempotency key, a repeat answers the first balance and changes
+    /// nothing; the key reused for another amount is refused.
+    #[tracing::instrument(skip(self), fields(strategy = self.charge.name()))]
     pub async fn charge(&self, cmd: ChargePoints) -> Result<PointBalance, ChargeError> {
+        let keys = [LockKey::wallet(cmd.user)];
         self.charge
-            .run(&self.clock, LockKey::wallet(cmd.user), |mode, fence| {
-                let change = ChangePoints {
-                    user: cmd.user,
-                    change: PointChange::Charge(cmd.amount),
-                    now: self.clock.now(),
-                    fence,
-                    idempotency: cmd.idempotency.clone(),
-                };
-                self.wallets.charge(change, mode)
-            })
+            .run(
+                Operation::Charge,
+                &keys,
+                self.ports.clock.as_ref(),
+                |protection| self.charge_once(&cmd, protection),
+            )
             .await
+    }
+
+    async fn charge_once(
+        &self,
+        cmd: &ChargePoints,
+        protection: Protection,
+    ) -> Result<PointBalance, ChargeError> {
+        let now = self.ports.clock.now();
+        let atomic = matches!(protection, Protection::Atomic);
+        let mut uow = self.ports.transactions.begin(protection).await?;
+        let outcome = async {
+            if let Some(key) = &cmd.idempotency {
+                let request = format!("amount={}", cmd.amount);
+                match uow
+                    .idempotency()
+                    .claim(cmd.user, KeyScope::Charge, key, &request)
+                    .await?
+                {
+                    Claim::New => {}
+                    Claim::Done(Stored::Balance(balance)) => {
+                        return Ok(PointBalance {
+                            user: cmd.user,
+                            balance,
+                        });
+                    }
+                    Claim::Done(Stored::Payment(_)) | Claim::Mismatch => {
+                        return Err(ChargeError::KeyReused);
+                    }
+                }
+            }
+            let change = PointChange::Charge(cmd.amount);
+            let balance = change_balance(&mut *uow, cmd.user, change, now, atomic)
+                .await?
+                .map_err(|rule| match rule {
+                    PointRule::BalanceLimit {
+                        balance,
+                        amount,
+                        max,
+                    } => ChargeError::BalanceLimit {
+                        balance,
+                        amount,
+                        max,
+                    },
+                    other => {
+                        Failure::unknown(anyhow::anyhow!("a charge was refused: {other}")).into()
+                    }
+                })?;
+            if let Some(key) = &cmd.idempotency {
+                uow.idempotency()
+                    .complete(cmd.user, KeyScope::Charge, key, Stored::Balance(balance))
+                    .await?;
+            }
+            uow.outbox()
+                .record(&[Event::points(cmd.user, change, balance, None, now)])
+                .await?;
+            Ok(PointBalance {
+                user: cmd.user,
+                balance,
+            })
+        }
+        .await;
+        finish(uow, outcome).await
     }
 
     /// Takes points from the balance, never below zero.
-    #[tracing::instrument(skip(self), fields(strategy = %self.spend.strategy()))]
-    pub async fn use_points(&self, cmd: UsePoints) -> Result<PointBalance, UsePointsError> {
+    #[tracing::instrument(skip(self), fields(strategy = self.spend.name()))]
+    pub async fn use_points(&self, cmd: UsePoints) -> Result<PointBalance, UseError> {
+        let keys = [LockKey::wallet(cmd.user)];
         self.spend
-            .run(&self.clock, LockKey::wallet(cmd.user), |mode, fence| {
-                let change = ChangePoints {
-                    user: cmd.user,
-                    change: PointChange::Use(cmd.amount),
-                    now: self.clock.now(),
-                    fence,
-                    idempotency: None,
-                };
-                self.wallets.spend(change, mode)
-            })
+            .run(
+                Operation::UsePoints,
+                &keys,
+                self.ports.clock.as_ref(),
+                |protection| self.use_once(cmd, protection),
+            )
             .await
     }
+
+    async fn use_once(
+        &self,
+        cmd: UsePoints,
+        protection: Protection,
+    ) -> Result<PointBalance, UseError> {
+        let now = self.ports.clock.now();
+        let atomic = matches!(protection, Protection::Atomic);
+        let mut uow = self.ports.transactions.begin(protection).await?;
+        let outcome = async {
+            let change = PointChange::Use(cmd.amount);
+            let balance = change_balance(&mut *uow, cmd.user, change, now, atomic)
+                .await?
+                .map_err(insufficient)?;
+            uow.outbox()
+                .record(&[Event::points(cmd.user, change, balance, None, now)])
+                .await?;
+            Ok(PointBalance {
+                user: cmd.user,
+                balance,
+            })
+        }
+        .await;
+        finish(uow, outcome).await
+    }
+}
+
+fn insufficient(rule: PointRule) -> UseError {
+    match rule {
+        PointRule::Insufficient { balance, needed } => {
+            UseError::InsufficientPoints { balance, needed }
+        }
+        other => Failure::unknown(anyhow::anyhow!("a use was refused: {other}")).into(),
+    }
+}
+
+/// Applies `change` to `user`'s wallet inside `uow` and appends its history
+/// line; returns the balance after, or the rule that refused it (nothing
+/// written then). A charge or refund creates a missing wallet; a use of a
+/// missing wallet is refused like a use of an empty one.
+///
+/// Under [`Protection::Atomic`] (`atomic`) the write is one conditional
+/// write; when it does not apply, a read tells why: the rule refuses, or the
+/// balance changed between the two statements and the write is tried again
+/// (at most three times, then a conflict). Otherwise: read (locked when
+/// pessimistic), [`Wallet::apply`], write back under the version read.
+pub(crate) async fn change_balance(
+    uow: &mut dyn UnitOfWork,
+    user: UserId,
+    change: PointChange,
+    at: DateTime<Utc>,
+    atomic: bool,
+) -> Result<Result<u64, PointRule>, Failure> {
+    let creates = !matches!(change, PointChange::Use(_));
+    if atomic {
+        for _ in 0..3 {
+            if let Some(balance) = uow.wallets().change_atomically(user, change, at).await? {
+                return Ok(Ok(balance));
+            }
+            match uow.wallets().find(user).await? {
+                None if creates => uow.wallets().create(user).await?,
+                None => return Ok(Wallet::empty(user).apply(change).map(|w| w.balance)),
+                Some(wallet) => {
+                    if let Err(rule) = wallet.apply(change) {
+                        return Ok(Err(rule));
+                    }
+                    // It would pass now: the balance moved in between.
+                }
+            }
+        }
+        return Err(Failure::Conflict);
+    }
+    let wallet = match uow.wallets().find(user).await? {
+        Some(wallet) => wallet,
+        None if creates => {
+            uow.wallets().create(user).await?;
+            uow.wallets().find(user).await?.ok_or_else(|| {
+                Failure::unknown(anyhow::anyhow!("the wallet of user {user} was not created"))
+            })?
+        }
+        None => Wallet::empty(user),
+    };
+    let next = match wallet.apply(change) {
+        Ok(next) => next,
+        Err(rule) => return Ok(Err(rule)),
+    };
+    uow.wallets().save(&next).await?;
+    uow.wallets()
+        .append(&NewHistoryEntry {
+            user,
+            change,
+            balance_after: next.balance,
+            at,
+        })
+        .await?;
+    Ok(Ok(next.balance))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use crate::lock::{Fence, LockError, LockGuard, MockDistributedLock};
-    use crate::points::{PointKind, Wallet};
-    use crate::ports::MockWalletRepository;
-    use crate::services::testing::{frozen_clock, t0};
-    use crate::strategy::{Strategy, WriteMode};
+    use crate::control::RetryPolicy;
+    use crate::events::EventType;
+    use crate::lock::{LockOptions, MockDistributedLock};
+    use crate::model::wallet::{MAX_BALANCE, PointKind};
+    use crate::services::Policy;
+    use crate::services::testing::services;
 
     fn user() -> UserId {
         UserId::from(3)
@@ -115,209 +268,137 @@ mod tests {
         Points::new(v).unwrap()
     }
 
-    fn service(
-        repo: MockWalletRepository,
-        charge: Strategy,
-        spend: Strategy,
-    ) -> PointService<MockWalletRepository, MockDistributedLock, crate::clock::MockClock> {
-        PointService::new(
-            repo,
-            frozen_clock(),
-            Control::new(charge, None).unwrap(),
-            Control::new(spend, None).unwrap(),
-        )
+    fn controls() -> Vec<Control> {
+        let lock = Arc::new(MockDistributedLock::granting(1, Arc::default()));
+        vec![
+            Control::optimistic("optimistic"),
+            Control::pessimistic("pessimistic"),
+            Control::atomic("atomic"),
+            Control::retrying("optimistic-retry", RetryPolicy::default()),
+            Control::locked("local", lock, LockOptions::default()),
+        ]
+    }
+
+    fn charge(amount: i64, key: Option<&str>) -> ChargePoints {
+        ChargePoints {
+            user: user(),
+            amount: pts(amount),
+            idempotency: key.map(|k| IdempotencyKey::new(k).unwrap()),
+        }
     }
 
     #[tokio::test]
-    async fn balance_of_a_new_user_is_zero() {
-        let mut repo = MockWalletRepository::new();
-        repo.expect_wallet().returning(|u| Ok(Wallet::empty(u)));
-        let b = service(repo, Strategy::Optimistic, Strategy::Pessimistic)
-            .balance(user())
-            .await
-            .unwrap();
-        assert_eq!(
-            b,
-            PointBalance {
-                user: user(),
-                balance: 0
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn history_passes_through() {
-        let mut repo = MockWalletRepository::new();
-        repo.expect_history().returning(|_| {
-            Ok(vec![HistoryEntry {
-                id: 2,
-                kind: PointKind::Use,
-                amount: 5,
-                balance_after: 0,
-                created_at: t0(),
-            }])
-        });
-        let h = service(repo, Strategy::Optimistic, Strategy::Pessimistic)
-            .history(user())
-            .await
-            .unwrap();
-        assert_eq!(h.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn charge_sends_the_change_with_its_key_and_mode() {
-        let mut repo = MockWalletRepository::new();
-        repo.expect_charge()
-            .withf(|c, m| {
-                *m == WriteMode::Optimistic
-                    && c.change == PointChange::Charge(Points::new(1000).unwrap())
-                    && c.idempotency.as_ref().map(IdempotencyKey::as_str) == Some("k1")
-                    && c.now == t0()
-                    && c.fence.is_none()
-            })
-            .times(1)
-            .returning(|c, _| {
-                Ok(PointBalance {
-                    user: c.user,
-                    balance: 1000,
+    async fn charges_and_uses_move_the_balance_with_history_and_events() {
+        for control in controls() {
+            let name = control.name().to_owned();
+            let (svc, store, _) = services(control, Policy::default());
+            assert_eq!(svc.points.balance(user()).await.unwrap().balance, 0);
+            let b = svc.points.charge(charge(1_000, None)).await.unwrap();
+            assert_eq!(b.balance, 1_000, "{name}");
+            let b = svc
+                .points
+                .use_points(UsePoints {
+                    user: user(),
+                    amount: pts(300),
                 })
-            });
-        let b = service(repo, Strategy::Optimistic, Strategy::Pessimistic)
-            .charge(ChargePoints {
-                user: user(),
-                amount: pts(1000),
-                idempotency: Some(IdempotencyKey::new("k1").unwrap()),
-            })
-            .await
-            .unwrap();
-        assert_eq!(b.balance, 1000);
+                .await
+                .unwrap();
+            assert_eq!(b.balance, 700, "{name}");
+            let history = svc.points.history(user()).await.unwrap();
+            let lines: Vec<_> = history
+                .iter()
+                .map(|h| (h.kind, h.amount, h.balance_after))
+                .collect();
+            assert_eq!(
+                lines,
+                [
+                    (PointKind::Use, 300, 700),
+                    (PointKind::Charge, 1_000, 1_000)
+                ],
+                "{name}"
+            );
+            let events: Vec<_> = store
+                .events()
+                .iter()
+                .map(|e| (e.kind, e.payload.balance_after))
+                .collect();
+            assert_eq!(
+                events,
+                [
+                    (EventType::PointsCharged, Some(1_000)),
+                    (EventType::PointsUsed, Some(700))
+                ],
+                "{name}"
+            );
+        }
     }
 
     #[tokio::test]
-    async fn charge_errors_pass_through() {
-        let mut repo = MockWalletRepository::new();
-        repo.expect_charge().times(1).returning(|_, _| {
-            Err(ChargeError::BalanceLimit {
-                balance: 9,
-                amount: 2,
-                max: 10,
-            })
-        });
-        let err = service(repo, Strategy::Pessimistic, Strategy::Pessimistic)
-            .charge(ChargePoints {
-                user: user(),
-                amount: pts(2),
-                idempotency: None,
-            })
-            .await
-            .unwrap_err();
-        assert!(matches!(err, ChargeError::BalanceLimit { balance: 9, .. }));
-    }
-
-    #[tokio::test]
-    async fn optimistic_charge_conflict_is_reported_not_retried() {
-        let mut repo = MockWalletRepository::new();
-        repo.expect_charge()
-            .times(1)
-            .returning(|_, _| Err(ChargeError::Conflict));
-        let err = service(repo, Strategy::Optimistic, Strategy::Pessimistic)
-            .charge(ChargePoints {
-                user: user(),
-                amount: pts(2),
-                idempotency: None,
-            })
-            .await
-            .unwrap_err();
-        assert!(matches!(err, ChargeError::Conflict));
-    }
-
-    #[tokio::test]
-    async fn use_runs_with_the_use_strategy() {
-        let mut repo = MockWalletRepository::new();
-        repo.expect_spend()
-            .withf(|c, m| {
-                *m == WriteMode::Atomic && c.change == PointChange::Use(Points::new(500).unwrap())
-            })
-            .times(1)
-            .returning(|c, _| {
-                Ok(PointBalance {
-                    user: c.user,
-                    balance: 99_500,
+    async fn refusals_change_nothing() {
+        for control in controls() {
+            let name = control.name().to_owned();
+            let (svc, store, _) = services(control, Policy::default());
+            let out = svc
+                .points
+                .use_points(UsePoints {
+                    user: user(),
+                    amount: pts(1),
                 })
-            });
-        let svc = service(repo, Strategy::Optimistic, Strategy::Atomic);
-        let b = svc
-            .use_points(UsePoints {
-                user: user(),
-                amount: pts(500),
-            })
-            .await
-            .unwrap();
-        assert_eq!(b.balance, 99_500);
-        assert_eq!(svc.use_stats().attempts(), 1);
-        assert_eq!(svc.charge_stats().attempts(), 0);
+                .await;
+            assert!(
+                matches!(
+                    out,
+                    Err(UseError::InsufficientPoints {
+                        balance: 0,
+                        needed: 1
+                    })
+                ),
+                "{name}: {out:?}"
+            );
+            store.set_balance(user(), MAX_BALANCE - 5);
+            let out = svc.points.charge(charge(6, None)).await;
+            assert!(
+                matches!(out, Err(ChargeError::BalanceLimit { amount: 6, .. })),
+                "{name}: {out:?}"
+            );
+            assert_eq!(store.balance(user()), MAX_BALANCE - 5, "{name}");
+            assert!(store.events().is_empty(), "{name}");
+            assert!(store.history_of(user()).is_empty(), "{name}");
+        }
     }
 
     #[tokio::test]
-    async fn use_insufficient_points_is_typed() {
-        let mut repo = MockWalletRepository::new();
-        repo.expect_spend().returning(|_, _| {
-            Err(UsePointsError::InsufficientPoints {
-                balance: 0,
-                needed: 500,
-            })
-        });
-        let err = service(repo, Strategy::Optimistic, Strategy::Pessimistic)
-            .use_points(UsePoints {
-                user: user(),
-                amount: pts(500),
-            })
-            .await
-            .unwrap_err();
+    async fn a_charge_key_answers_repeats_and_refuses_another_amount() {
+        for control in controls() {
+            let name = control.name().to_owned();
+            let (svc, store, _) = services(control, Policy::default());
+            let first = svc.points.charge(charge(500, Some("k1"))).await.unwrap();
+            let again = svc.points.charge(charge(500, Some("k1"))).await.unwrap();
+            assert_eq!((first.balance, again.balance), (500, 500), "{name}");
+            assert!(
+                matches!(
+                    svc.points.charge(charge(999, Some("k1"))).await,
+                    Err(ChargeError::KeyReused)
+                ),
+                "{name}"
+            );
+            let other = svc.points.charge(charge(500, Some("k2"))).await.unwrap();
+            assert_eq!(other.balance, 1_000, "{name}");
+            assert_eq!(store.history_of(user()).len(), 2, "{name}");
+            assert_eq!(store.events().len(), 2, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_writes_nothing_and_frees_the_key() {
+        let (svc, store, _) = services(Control::pessimistic("pessimistic"), Policy::default());
+        store.fail_next_commit(Failure::unavailable(anyhow::anyhow!("db went away")));
         assert!(matches!(
-            err,
-            UsePointsError::InsufficientPoints {
-                balance: 0,
-                needed: 500
-            }
+            svc.points.charge(charge(500, Some("k"))).await,
+            Err(ChargeError::Failed(Failure::Unavailable(_)))
         ));
-    }
-
-    #[tokio::test]
-    async fn use_under_a_lock_locks_the_wallet() {
-        let mut lock = MockDistributedLock::new();
-        lock.expect_acquire()
-            .withf(|key, _| key.as_str() == "wallet:3")
-            .times(1)
-            .returning(|key, _| Ok(LockGuard::new(key.clone(), "o", Fence::new(4))));
-        lock.expect_release()
-            .times(1)
-            .returning(|_| Err(LockError::NotHeld));
-        let mut repo = MockWalletRepository::new();
-        repo.expect_spend()
-            .withf(|c, m| {
-                *m == WriteMode::Optimistic && c.fence.as_ref().map(Fence::token) == Some(4)
-            })
-            .times(1)
-            .returning(|c, _| {
-                Ok(PointBalance {
-                    user: c.user,
-                    balance: 1,
-                })
-            });
-        let svc = PointService::new(
-            repo,
-            frozen_clock(),
-            Control::new(Strategy::Optimistic, None).unwrap(),
-            Control::new(Strategy::Local, Some(lock)).unwrap(),
-        );
-        let b = svc
-            .use_points(UsePoints {
-                user: user(),
-                amount: pts(1),
-            })
-            .await
-            .unwrap();
-        assert_eq!(b.balance, 1);
+        assert_eq!(store.balance(user()), 0);
+        let b = svc.points.charge(charge(500, Some("k"))).await.unwrap();
+        assert_eq!(b.balance, 500);
     }
 }

@@ -1,0 +1,471 @@
+//! Concurrency control: how a use case's unit of work is protected against
+//! concurrent writers of the same rows.
+//!
+//! The domain knows the protections of the brief, never a technology:
+//!
+//! - [`Protection::Optimistic`]: plain reads; every write checks the
+//!   version it read and fails with [`Failure::Conflict`] if it changed.
+//! - [`Protection::Pessimistic`]: reads lock the rows until the unit ends;
+//!   others wait.
+//! - [`Protection::Atomic`]: the contended write is one conditional write
+//!   that encodes the rule (the use case calls the ports' atomic methods).
+//! - [`Protection::Fenced`]: under exclusive locks taken before the unit of
+//!   work began; writes check the version (second line of defence) and the
+//!   locks' fencing tokens, and a unit whose lock was lost does not commit.
+//!
+//! A [`Control`] is one operation's choice, made at wiring from
+//! configuration: run once under a protection, retry optimistic conflicts,
+//! or run under a lock (any [`DistributedLock`] adapter).
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::clock::Clock;
+use crate::error::{Failure, OperationError};
+use crate::lock::{DistributedLock, Fences, LockKey, LockOptions, with_locks};
+
+/// How a unit of work protects the rows it reads and then writes.
+#[derive(Debug, Clone)]
+pub enum Protection {
+    Optimistic,
+    Pessimistic,
+    Atomic,
+    Fenced(Fences),
+}
+
+impl Protection {
+    /// The fences to check, under [`Protection::Fenced`].
+    pub fn fences(&self) -> Option<&Fences> {
+        match self {
+            Protection::Fenced(fences) => Some(fences),
+            _ => None,
+        }
+    }
+}
+
+/// The write operations a control runs (labels for logs and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Reserve,
+    Charge,
+    UsePoints,
+    Pay,
+    Cancel,
+    Refund,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Reserve => "reserve",
+            Operation::Charge => "charge",
+            Operation::UsePoints => "use",
+            Operation::Pay => "pay",
+            Operation::Cancel => "cancel",
+            Operation::Refund => "refund",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a control reports while it runs. The app turns these into metrics;
+/// the lab counts them. Every method defaults to doing nothing.
+pub trait Observer: Send + Sync {
+    /// One unit of work is about to run (a retry is another attempt).
+    fn attempt(&self, _op: Operation, _strategy: &str) {}
+    /// An attempt ended in [`Failure::Conflict`].
+    fn conflict(&self, _op: Operation, _strategy: &str) {}
+    /// The locks were acquired after waiting `waited`.
+    fn lock_acquired(&self, _op: Operation, _strategy: &str, _waited: Duration) {}
+    /// The locks were not acquired within the wait budget.
+    fn lock_timeout(&self, _op: Operation, _strategy: &str) {}
+}
+
+/// An observer that observes nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unobserved;
+
+impl Observer for Unobserved {}
+
+/// Bounded retries with exponential backoff and full jitter, for
+/// optimistic conflicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// The first backoff ceiling; it doubles per retry up to `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 1_000,
+            base_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(32),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The sleep before retry number `retry` (1-based): uniform in
+    /// `[0, min(max, base * 2^(retry-1))]`, so contenders spread out instead
+    /// of colliding again in lockstep.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .base_backoff
+            .saturating_mul(1u32 << retry.saturating_sub(1).min(16))
+            .min(self.max_backoff);
+        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(fastrand::u64(0..=nanos))
+    }
+}
+
+#[derive(Clone)]
+enum Kind {
+    Once(Protection),
+    Retry(RetryPolicy),
+    Locked {
+        lock: Arc<dyn DistributedLock>,
+        options: LockOptions,
+    },
+}
+
+/// One operation's concurrency control, chosen at wiring.
+#[derive(Clone)]
+pub struct Control {
+    kind: Kind,
+    name: String,
+    observer: Arc<dyn Observer>,
+}
+
+impl fmt::Debug for Control {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Control")
+            .field("strategy", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    fn new(name: &str, kind: Kind) -> Self {
+        Self {
+            kind,
+            name: name.to_owned(),
+            observer: Arc::new(Unobserved),
+        }
+    }
+
+    /// One attempt, optimistic: a conflict reaches the caller.
+    pub fn optimistic(name: &str) -> Self {
+        Self::new(name, Kind::Once(Protection::Optimistic))
+    }
+
+    /// One attempt, rows locked on read: others wait.
+    pub fn pessimistic(name: &str) -> Self {
+        Self::new(name, Kind::Once(Protection::Pessimistic))
+    }
+
+    /// One attempt, the contended write one conditional write.
+    pub fn atomic(name: &str) -> Self {
+        Self::new(name, Kind::Once(Protection::Atomic))
+    }
+
+    /// Optimistic, conflicts retried under `policy`.
+    pub fn retrying(name: &str, policy: RetryPolicy) -> Self {
+        Self::new(name, Kind::Retry(policy))
+    }
+
+    /// Under the exclusive locks of `lock`, fenced, with the optimistic
+    /// version check as the second line of defence.
+    pub fn locked(name: &str, lock: Arc<dyn DistributedLock>, options: LockOptions) -> Self {
+        Self::new(name, Kind::Locked { lock, options })
+    }
+
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// The strategy's configuration name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `work` (one whole unit of work, begun with the protection it is
+    /// given and committed before it returns) under this control. Under a
+    /// lock, the locks on `keys` are taken (sorted) before and released
+    /// after; optimistic retries call `work` again after a backoff.
+    pub async fn run<T, E, F, Fut>(
+        &self,
+        op: Operation,
+        keys: &[LockKey],
+        clock: &dyn Clock,
+        work: F,
+    ) -> Result<T, E>
+    where
+        E: OperationError,
+        F: Fn(Protection) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let name = self.name.as_str();
+        match &self.kind {
+            Kind::Once(protection) => self.attempt(op, work(protection.clone())).await,
+            Kind::Retry(policy) => {
+                let mut attempt = 1;
+                loop {
+                    match self.attempt(op, work(Protection::Optimistic)).await {
+                        Err(e) if e.is_conflict() && attempt < policy.max_attempts => {
+                            clock.sleep(policy.backoff(attempt)).await;
+                            attempt += 1;
+                        }
+                        outcome => return outcome,
+                    }
+                }
+            }
+            Kind::Locked { lock, options } => {
+                let started = Instant::now();
+                let outcome = with_locks(lock.as_ref(), keys, *options, |fences| {
+                    self.observer.lock_acquired(op, name, started.elapsed());
+                    self.attempt(op, work(Protection::Fenced(fences)))
+                })
+                .await;
+                if matches!(&outcome, Err(e) if matches!(e.failure(), Some(Failure::LockTimeout))) {
+                    self.observer.lock_timeout(op, name);
+                }
+                outcome
+            }
+        }
+    }
+
+    async fn attempt<T, E: OperationError>(
+        &self,
+        op: Operation,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        self.observer.attempt(op, &self.name);
+        let outcome = work.await;
+        if matches!(&outcome, Err(e) if e.is_conflict()) {
+            self.observer.conflict(op, &self.name);
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::MockClock;
+    use crate::error::ReserveError;
+    use crate::lock::MockDistributedLock;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    fn no_sleep_clock() -> MockClock {
+        let mut clock = MockClock::new();
+        clock.expect_sleep().returning(|_| ());
+        clock
+    }
+
+    /// Counts what a control reports.
+    #[derive(Default)]
+    struct Counts {
+        attempts: AtomicU64,
+        conflicts: AtomicU64,
+        acquired: AtomicU64,
+        timeouts: AtomicU64,
+    }
+
+    impl Observer for Counts {
+        fn attempt(&self, _: Operation, _: &str) {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+        }
+        fn conflict(&self, _: Operation, _: &str) {
+            self.conflicts.fetch_add(1, Ordering::SeqCst);
+        }
+        fn lock_acquired(&self, _: Operation, _: &str, _: Duration) {
+            self.acquired.fetch_add(1, Ordering::SeqCst);
+        }
+        fn lock_timeout(&self, _: Operation, _: &str) {
+            self.timeouts.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Counts {
+        fn get(&self) -> [u64; 4] {
+            [
+                self.attempts.load(Ordering::SeqCst),
+                self.conflicts.load(Ordering::SeqCst),
+                self.acquired.load(Ordering::SeqCst),
+                self.timeouts.load(Ordering::SeqCst),
+            ]
+        }
+    }
+
+    fn kind(p: &Protection) -> &'static str {
+        match p {
+            Protection::Optimistic => "optimistic",
+            Protection::Pessimistic => "pessimistic",
+            Protection::Atomic => "atomic",
+            Protection::Fenced(_) => "fenced",
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_controls_run_once_with_their_protection() {
+        for (control, expected) in [
+            (Control::optimistic("optimistic"), "optimistic"),
+            (Control::pessimistic("pessimistic"), "pessimistic"),
+            (Control::atomic("atomic"), "atomic"),
+        ] {
+            let counts = Arc::new(Counts::default());
+            let control = control.with_observer(counts.clone());
+            let seen = Mutex::new(Vec::new());
+            let out: Result<(), ReserveError> = control
+                .run(
+                    Operation::Reserve,
+                    &[LockKey::new("k")],
+                    &no_sleep_clock(),
+                    |p| {
+                        seen.lock().unwrap().push(kind(&p));
+                        async { Err(Failure::Conflict.into()) }
+                    },
+                )
+                .await;
+            assert!(out.unwrap_err().is_conflict());
+            assert_eq!(*seen.lock().unwrap(), [expected]);
+            assert_eq!(counts.get(), [1, 1, 0, 0]);
+            assert_eq!(control.name(), expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn retrying_retries_conflicts_only() {
+        let counts = Arc::new(Counts::default());
+        let control = Control::retrying("optimistic-retry", RetryPolicy::default())
+            .with_observer(counts.clone());
+        let calls = AtomicU64::new(0);
+        let out: Result<u64, ReserveError> = control
+            .run(Operation::Reserve, &[], &no_sleep_clock(), |p| {
+                assert!(matches!(p, Protection::Optimistic));
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    if n < 4 {
+                        Err(Failure::Conflict.into())
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(out.unwrap(), 4);
+        assert_eq!(counts.get(), [4, 3, 0, 0]);
+
+        let out: Result<(), ReserveError> = control
+            .run(Operation::Reserve, &[], &no_sleep_clock(), |_| async {
+                Err(ReserveError::SeatNotFound)
+            })
+            .await;
+        assert!(matches!(out, Err(ReserveError::SeatNotFound)));
+        assert_eq!(counts.get(), [5, 3, 0, 0]);
+    }
+
+    #[tokio::test]
+    async fn retrying_gives_up_after_max_attempts() {
+        let control = Control::retrying(
+            "optimistic-retry",
+            RetryPolicy {
+                max_attempts: 3,
+                ..RetryPolicy::default()
+            },
+        );
+        let mut clock = MockClock::new();
+        clock.expect_sleep().times(2).returning(|_| ());
+        let calls = AtomicU64::new(0);
+        let out: Result<(), ReserveError> = control
+            .run(Operation::Reserve, &[], &clock, |_| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err(Failure::Conflict.into()) }
+            })
+            .await;
+        assert!(out.unwrap_err().is_conflict());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn locked_runs_fenced_under_every_key_then_releases() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lock = Arc::new(MockDistributedLock::granting(77, log.clone()));
+        let counts = Arc::new(Counts::default());
+        let control =
+            Control::locked("a-lock", lock, LockOptions::default()).with_observer(counts.clone());
+        let keys = [LockKey::new("seat:1:02"), LockKey::new("seat:1:01")];
+        let work_log = log.clone();
+        let out: Result<Vec<u64>, ReserveError> = control
+            .run(Operation::Reserve, &keys, &no_sleep_clock(), |p| {
+                let work_log = work_log.clone();
+                async move {
+                    work_log.lock().unwrap().push("work".into());
+                    let fences = p.fences().expect("fenced");
+                    Ok(fences.iter().map(|(_, f)| f.token()).collect())
+                }
+            })
+            .await;
+        assert_eq!(out.unwrap(), [77, 78]);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "acquire seat:1:01",
+                "acquire seat:1:02",
+                "work",
+                "release seat:1:02",
+                "release seat:1:01"
+            ]
+        );
+        assert_eq!(counts.get(), [1, 0, 1, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_lock_timeout_never_runs_the_work() {
+        let mut lock = MockDistributedLock::new();
+        lock.expect_acquire()
+            .returning(|_, _| Err(Failure::LockTimeout));
+        let counts = Arc::new(Counts::default());
+        let control = Control::locked("a-lock", Arc::new(lock), LockOptions::default())
+            .with_observer(counts.clone());
+        let out: Result<(), ReserveError> = control
+            .run(
+                Operation::Reserve,
+                &[LockKey::new("k")],
+                &no_sleep_clock(),
+                |_| async { panic!("must not run") },
+            )
+            .await;
+        assert!(matches!(
+            out,
+            Err(ReserveError::Failed(Failure::LockTimeout))
+        ));
+        assert_eq!(counts.get(), [0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn backoff_is_jittered_and_capped() {
+        let policy = RetryPolicy::default();
+        for retry in 1..40 {
+            let ceiling = Duration::from_millis(1)
+                .saturating_mul(1 << (retry - 1).min(16))
+                .min(policy.max_backoff);
+            assert!(policy.backoff(retry) <= ceiling);
+        }
+        let samples: std::collections::HashSet<_> = (0..50).map(|_| policy.backoff(10)).collect();
+        assert!(samples.len() > 1, "backoff must be jittered");
+    }
+}

@@ -1,0 +1,363 @@
+//! The waiting room of an on-sale: entering, polling, leaving, and the gate
+//! that reservation and payment pass when the room is on.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+
+use crate::error::{Failure, QueryError};
+use crate::ids::{ConcertId, ScheduleId, UserId};
+use crate::model::catalogue::SeatStatus;
+use crate::model::room::{RoomEntry, RoomRules};
+use crate::model::seat::ReservationStatus;
+use crate::ports::WaitingRoom;
+use crate::services::Ports;
+
+/// The waiting room use cases.
+#[derive(Clone)]
+pub struct WaitingRoomService {
+    ports: Ports,
+    room: Arc<dyn WaitingRoom>,
+    rules: RoomRules,
+    known: Arc<Mutex<Known>>,
+}
+
+/// Catalogue facts that never change once true, remembered so that the
+/// crowd's polls and gate checks do not each cost a database read.
+#[derive(Default)]
+struct Known {
+    concerts: HashSet<ConcertId>,
+    schedules: HashMap<ScheduleId, ConcertId>,
+}
+
+impl WaitingRoomService {
+    pub fn new(ports: Ports, room: Arc<dyn WaitingRoom>, rules: RoomRules) -> Self {
+        Self {
+            ports,
+            room,
+            rules,
+            known: Arc::default(),
+        }
+    }
+
+    pub fn rules(&self) -> RoomRules {
+        self.rules
+    }
+
+    fn known(&self) -> MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Enters the user into the concert's room (re-entering keeps the
+    /// place) and tells where they stand.
+    #[tracing::instrument(skip(self))]
+    pub async fn enter(&self, user: UserId, concert: ConcertId) -> Result<RoomEntry, QueryError> {
+        self.require_concert(concert).await?;
+        let view = self
+            .room
+            .enter(concert, user, self.ports.clock.now())
+            .await?;
+        Ok(RoomEntry::from_view(concert, user, view, self.rules))
+    }
+
+    /// Where the user stands; polling keeps a waiting entry alive.
+    #[tracing::instrument(skip(self))]
+    pub async fn get(&self, user: UserId, concert: ConcertId) -> Result<RoomEntry, QueryError> {
+        self.require_concert(concert).await?;
+        let view = self
+            .room
+            .poll(concert, user, self.ports.clock.now())
+            .await?
+            .ok_or(QueryError::NotFound("waiting-room entry"))?;
+        Ok(RoomEntry::from_view(concert, user, view, self.rules))
+    }
+
+    /// The user leaves (waiting or admitted); the place is freed at once.
+    #[tracing::instrument(skip(self))]
+    pub async fn leave(&self, user: UserId, concert: ConcertId) -> Result<(), QueryError> {
+        self.require_concert(concert).await?;
+        Ok(self
+            .room
+            .leave(concert, user, self.ports.clock.now())
+            .await?)
+    }
+
+    /// How many users wait and how many are admitted (for metrics).
+    pub async fn sizes(&self, concert: ConcertId) -> Result<(u64, u64), Failure> {
+        self.room.sizes(concert, self.ports.clock.now()).await
+    }
+
+    async fn require_concert(&self, concert: ConcertId) -> Result<(), QueryError> {
+        if self.known().concerts.contains(&concert) {
+            return Ok(());
+        }
+        self.ports
+            .catalogue
+            .concert(concert)
+            .await?
+            .ok_or(QueryError::NotFound("concert"))?;
+        self.known().concerts.insert(concert);
+        Ok(())
+    }
+
+    /// The concert of `schedule`, `None` for an unknown schedule.
+    async fn concert_of(&self, schedule: ScheduleId) -> Result<Option<ConcertId>, Failure> {
+        if let Some(concert) = self.known().schedules.get(&schedule) {
+            return Ok(Some(*concert));
+        }
+        let Some(found) = self.ports.catalogue.schedule(schedule).await? else {
+            return Ok(None);
+        };
+        self.known().schedules.insert(schedule, found.concert);
+        Ok(Some(found.concert))
+    }
+
+    /// The gate: true when `user` may reserve or pay for `schedule` now.
+    /// An unknown schedule passes (the use case then reports it unknown).
+    pub(crate) async fn admits(&self, user: UserId, schedule: ScheduleId) -> Result<bool, Failure> {
+        match self.concert_of(schedule).await? {
+            None => Ok(true),
+            Some(concert) => {
+                self.room
+                    .is_admitted(concert, user, self.ports.clock.now())
+                    .await
+            }
+        }
+    }
+
+    /// After `user` paid for a seat of `schedule`: the admission ends unless
+    /// the user still holds another live reservation of that concert, and
+    /// the room is sold out once every seat of every future schedule is
+    /// sold. Done in the paying request, after its commit; a failure here
+    /// is logged, never undoes the payment (the admission then lapses on its
+    /// own time).
+    pub(crate) async fn after_payment(&self, user: UserId, schedule: ScheduleId) {
+        if let Err(e) = self.release_if_done(user, schedule).await {
+            tracing::warn!(error = %e, %user, %schedule, "waiting room not updated after a payment");
+        }
+    }
+
+    async fn release_if_done(&self, user: UserId, schedule: ScheduleId) -> Result<(), Failure> {
+        let Some(concert) = self.concert_of(schedule).await? else {
+            return Ok(());
+        };
+        let now = self.ports.clock.now();
+        let mut holds_more = false;
+        for r in self.ports.queries.reservations_of(user).await? {
+            if r.status_at(now) == ReservationStatus::Held
+                && self.concert_of(r.schedule).await? == Some(concert)
+            {
+                holds_more = true;
+                break;
+            }
+        }
+        if !holds_more {
+            self.room.release(concert, user, now).await?;
+        }
+        if self.sold_out(concert, now).await? {
+            self.room.set_sold_out(concert, true).await?;
+        }
+        Ok(())
+    }
+
+    /// After a refund or a new schedule: seats are on sale again.
+    pub(crate) async fn on_sale_again(&self, schedule: ScheduleId) {
+        let outcome = async {
+            if let Some(concert) = self.concert_of(schedule).await? {
+                self.room.set_sold_out(concert, false).await?;
+            }
+            Ok::<_, Failure>(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, %schedule, "waiting room not reopened");
+        }
+    }
+
+    /// True when every seat of every future schedule of the concert is sold.
+    async fn sold_out(&self, concert: ConcertId, now: DateTime<Utc>) -> Result<bool, Failure> {
+        let Some(schedules) = self.ports.catalogue.schedules(concert, now).await? else {
+            return Ok(false);
+        };
+        if schedules.is_empty() {
+            return Ok(false);
+        }
+        for schedule in schedules {
+            let seats = self.ports.catalogue.seats(schedule.id).await?;
+            if seats
+                .into_iter()
+                .flatten()
+                .any(|s| s.status_at(now) != SeatStatus::Sold)
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use chrono::Duration;
+
+    use super::*;
+    use crate::control::Control;
+    use crate::error::{PayError, ReserveError};
+    use crate::ids::{IdempotencyKey, SeatNumber};
+    use crate::memory::MemoryStore;
+    use crate::model::room::{RoomStatus, RoomView};
+    use crate::ports::MockWaitingRoom;
+    use crate::services::testing::{TestClock, controls, t0};
+    use crate::services::{PayReservation, Policy, ReserveSeat, Services};
+
+    fn seat(n: i64) -> SeatNumber {
+        SeatNumber::new(n).unwrap()
+    }
+
+    fn services_with(room: MockWaitingRoom) -> (Services, MemoryStore, ScheduleId, ConcertId) {
+        let store = MemoryStore::new();
+        let (concert, schedule) = store.add_schedule(t0() + Duration::days(3), 500);
+        let services = Services::new(
+            store.ports(Arc::new(TestClock::new())),
+            controls(Control::pessimistic("pessimistic")),
+            Policy::default(),
+        )
+        .with_waiting_room(Arc::new(room), RoomRules::default());
+        (services, store, schedule, concert)
+    }
+
+    #[tokio::test]
+    async fn reserve_and_pay_need_an_admission() {
+        let admitted = Arc::new(AtomicBool::new(false));
+        let mut room = MockWaitingRoom::new();
+        let gate = admitted.clone();
+        room.expect_is_admitted()
+            .returning(move |_, _, _| Ok(gate.load(Ordering::SeqCst)));
+        room.expect_release().times(1).returning(|_, _, _| Ok(()));
+        room.expect_set_sold_out().never();
+        let (svc, store, schedule, _) = services_with(room);
+        let cmd = ReserveSeat {
+            user: UserId::from(1),
+            schedule,
+            seat: seat(1),
+        };
+        assert!(matches!(
+            svc.reservations.reserve(cmd).await,
+            Err(ReserveError::NotAdmitted)
+        ));
+        assert!(store.reservations().is_empty());
+
+        admitted.store(true, Ordering::SeqCst);
+        let r = svc.reservations.reserve(cmd).await.unwrap();
+        store.set_balance(UserId::from(1), 1_000);
+        admitted.store(false, Ordering::SeqCst);
+        let pay = PayReservation {
+            user: UserId::from(1),
+            reservation: r.id,
+            idempotency: None::<IdempotencyKey>,
+        };
+        assert!(matches!(
+            svc.payments.pay(pay.clone()).await,
+            Err(PayError::NotAdmitted)
+        ));
+        assert!(store.payments().is_empty());
+        admitted.store(true, Ordering::SeqCst);
+        svc.payments.pay(pay).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_payment_keeps_the_admission_while_another_hold_lives() {
+        let mut room = MockWaitingRoom::new();
+        room.expect_is_admitted().returning(|_, _, _| Ok(true));
+        room.expect_release().never();
+        let (svc, store, schedule, _) = services_with(room);
+        let user = UserId::from(1);
+        store.set_balance(user, 5_000);
+        let a = svc
+            .reservations
+            .reserve(ReserveSeat {
+                user,
+                schedule,
+                seat: seat(1),
+            })
+            .await
+            .unwrap();
+        svc.reservations
+            .reserve(ReserveSeat {
+                user,
+                schedule,
+                seat: seat(2),
+            })
+            .await
+            .unwrap();
+        svc.payments
+            .pay(PayReservation {
+                user,
+                reservation: a.id,
+                idempotency: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn selling_the_last_seat_closes_the_room() {
+        let mut room = MockWaitingRoom::new();
+        room.expect_is_admitted().returning(|_, _, _| Ok(true));
+        room.expect_release().returning(|_, _, _| Ok(()));
+        room.expect_set_sold_out()
+            .withf(|_, sold_out| *sold_out)
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let (svc, store, schedule, _) = services_with(room);
+        for n in 1..=50u64 {
+            let user = UserId::from(n);
+            store.set_balance(user, 500);
+            let r = svc
+                .reservations
+                .reserve(ReserveSeat {
+                    user,
+                    schedule,
+                    seat: seat(n as i64),
+                })
+                .await
+                .unwrap();
+            svc.payments
+                .pay(PayReservation {
+                    user,
+                    reservation: r.id,
+                    idempotency: None,
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_exist_for_known_concerts_only() {
+        let mut room = MockWaitingRoom::new();
+        room.expect_enter().times(1).returning(|_, _, _| {
+            Ok(RoomView {
+                status: RoomStatus::Waiting { position: 3 },
+                admission_rate: 0.0,
+            })
+        });
+        room.expect_poll().times(1).returning(|_, _, _| Ok(None));
+        let (svc, _, _, concert) = services_with(room);
+        let room = svc.waiting_room.as_ref().unwrap();
+        let entry = room.enter(UserId::from(1), concert).await.unwrap();
+        assert_eq!(entry.status, RoomStatus::Waiting { position: 3 });
+        assert!(matches!(
+            room.enter(UserId::from(1), ConcertId::from(999)).await,
+            Err(QueryError::NotFound("concert"))
+        ));
+        assert!(matches!(
+            room.get(UserId::from(2), concert).await,
+            Err(QueryError::NotFound("waiting-room entry"))
+        ));
+    }
+}

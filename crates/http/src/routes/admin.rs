@@ -1,0 +1,73 @@
+//! Catalogue administration: tokens with `role: "admin"` only.
+
+use actix_web::{HttpResponse, post, web};
+use concert_domain::ConcertId;
+
+use crate::AppState;
+use crate::auth::Admin;
+use crate::dto::{ConcertResponse, CreateConcertRequest, CreateScheduleRequest, ScheduleResponse};
+use crate::error::ApiError;
+use crate::extract::JsonObject;
+use crate::routes::created;
+
+/// Creates a concert (admin)
+#[utoipa::path(
+    tag = "admin",
+    request_body = CreateConcertRequest,
+    security(("bearer" = [])),
+    responses((
+        status = 201, description = "The concert", body = ConcertResponse,
+        headers(("Location" = String, description = "The concert: /api/v1/concerts/{id}")),
+    )),
+    extensions(("x-problems" = json!(["forbidden", "unavailable"]))),
+)]
+#[post("/api/v1/admin/concerts")]
+pub async fn create_concert(
+    _admin: Admin,
+    state: web::Data<AppState>,
+    body: JsonObject<CreateConcertRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let concert = state
+        .services
+        .catalogue
+        .create_concert(&body.into_inner().title)
+        .await?;
+    Ok(created(
+        format!("/api/v1/concerts/{}", concert.id),
+        ConcertResponse::from(concert),
+    ))
+}
+
+/// Puts a date of a concert on sale (admin)
+///
+/// A schedule starting in the future with 50 seats, priced one by one.
+#[utoipa::path(
+    tag = "admin",
+    params(("concertId" = i64, Path, minimum = 1, description = "The concert", example = 1)),
+    request_body = CreateScheduleRequest,
+    security(("bearer" = [])),
+    responses((
+        status = 201, description = "The schedule, every seat available", body = ScheduleResponse,
+        headers(("Location" = String, description = "Its seat map: /api/v1/schedules/{id}/seats")),
+    )),
+    extensions(("x-problems" = json!(["forbidden", "not-found", "unavailable"]))),
+)]
+#[post("/api/v1/admin/concerts/{concertId}/schedules")]
+pub async fn create_schedule(
+    _admin: Admin,
+    state: web::Data<AppState>,
+    concert: web::Path<i64>,
+    body: JsonObject<CreateScheduleRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let concert = ConcertId::new(concert.into_inner())?;
+    let (starts_at, prices) = body.into_inner().try_into_domain()?;
+    let schedule = state
+        .services
+        .catalogue
+        .create_schedule(concert, starts_at, prices)
+        .await?;
+    Ok(created(
+        format!("/api/v1/schedules/{}/seats", schedule.id),
+        ScheduleResponse::from(schedule),
+    ))
+}

@@ -1,0 +1,80 @@
+//! The caller's points: balance, charge, history.
+
+use actix_web::{get, post, web};
+use concert_domain::ChargePoints;
+
+use crate::AppState;
+use crate::auth::AuthUser;
+use crate::dto::{BalanceResponse, ChargeRequest, HistoryEntryResponse};
+use crate::error::ApiError;
+use crate::extract::{Idempotency, JsonObject};
+
+/// The caller's point balance
+///
+/// A user never charged has 0.
+#[utoipa::path(
+    tag = "points",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The balance", body = BalanceResponse)),
+    extensions(("x-problems" = json!(["unavailable"]))),
+)]
+#[get("/api/v1/points")]
+pub async fn balance(
+    user: AuthUser,
+    state: web::Data<AppState>,
+) -> Result<web::Json<BalanceResponse>, ApiError> {
+    Ok(web::Json(
+        state.services.points.balance(user.id).await?.into(),
+    ))
+}
+
+/// Adds points to the caller's balance
+///
+/// With an Idempotency-Key, a repeat with the same amount returns the first
+/// answer and changes nothing; the same key with another amount is refused
+/// (idempotency-key-reused).
+#[utoipa::path(
+    tag = "points",
+    request_body = ChargeRequest,
+    params((
+        "Idempotency-Key" = Option<String>, Header, max_length = 255, min_length = 1, nullable = false,
+        description = "1 to 255 visible ASCII characters; a repeat returns the first answer",
+        example = "charge-2030-03-17-001",
+    )),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The new balance", body = BalanceResponse)),
+    extensions(("x-problems" = json!([
+        "concurrent-update", "lock-timeout", "balance-limit", "idempotency-key-reused",
+        "unavailable"
+    ]))),
+)]
+#[post("/api/v1/points/charge")]
+pub async fn charge(
+    user: AuthUser,
+    key: Idempotency,
+    state: web::Data<AppState>,
+    body: JsonObject<ChargeRequest>,
+) -> Result<web::Json<BalanceResponse>, ApiError> {
+    let cmd = ChargePoints {
+        user: user.id,
+        amount: body.into_inner().try_into_domain()?,
+        idempotency: key.0,
+    };
+    Ok(web::Json(state.services.points.charge(cmd).await?.into()))
+}
+
+/// Every change to the caller's balance, newest first
+#[utoipa::path(
+    tag = "points",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The history, newest first", body = [HistoryEntryResponse])),
+    extensions(("x-problems" = json!(["unavailable"]))),
+)]
+#[get("/api/v1/points/history")]
+pub async fn history(
+    user: AuthUser,
+    state: web::Data<AppState>,
+) -> Result<web::Json<Vec<HistoryEntryResponse>>, ApiError> {
+    let entries = state.services.points.history(user.id).await?;
+    Ok(web::Json(entries.into_iter().map(Into::into).collect()))
+}

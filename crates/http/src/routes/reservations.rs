@@ -1,0 +1,146 @@
+//! Seat holds: taking one or several, reading one's own, cancelling.
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use concert_domain::ReservationId;
+
+use crate::AppState;
+use crate::auth::AuthUser;
+use crate::dto::{ReservationResponse, ReservationsQuery, ReserveBatchRequest, ReserveRequest};
+use crate::error::ApiError;
+use crate::extract::JsonObject;
+use crate::routes::created;
+
+/// Holds a seat for the caller
+///
+/// The seat is held for the configured hold time (5 minutes by default);
+/// pay it before expiresAt. Exactly one of many concurrent callers wins a
+/// seat. A seat the caller already holds answers seat-unavailable naming
+/// the caller's reservation.
+#[utoipa::path(
+    tag = "reservations",
+    request_body = ReserveRequest,
+    security(("bearer" = [])),
+    responses((
+        status = 201, description = "The seat is held", body = ReservationResponse,
+        headers(("Location" = String, description = "The reservation: /api/v1/reservations/{id}")),
+    )),
+    extensions(("x-problems" = json!([
+        "not-admitted", "not-found", "seat-unavailable", "hold-limit", "concurrent-update",
+        "lock-timeout", "unavailable"
+    ]))),
+)]
+#[post("/api/v1/reservations")]
+pub async fn reserve(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    body: JsonObject<ReserveRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let cmd = body.into_inner().try_into_domain(user.id)?;
+    let reservation = state.services.reservations.reserve(cmd).await?;
+    Ok(created(
+        format!("/api/v1/reservations/{}", reservation.id),
+        ReservationResponse::from(reservation),
+    ))
+}
+
+/// Holds several seats of one date for the caller, all or none
+///
+/// 1 to the configured maximum (4 by default) distinct seats. When any is
+/// taken, nothing is held and unavailableSeats lists the taken ones.
+#[utoipa::path(
+    tag = "reservations",
+    request_body = ReserveBatchRequest,
+    security(("bearer" = [])),
+    responses((
+        status = 201, description = "Every seat is held; the reservations in seat order",
+        body = [ReservationResponse],
+    )),
+    extensions(("x-problems" = json!([
+        "not-admitted", "not-found", "seat-unavailable", "hold-limit", "concurrent-update",
+        "lock-timeout", "unavailable"
+    ]))),
+)]
+#[post("/api/v1/reservations/batch")]
+pub async fn reserve_batch(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    body: JsonObject<ReserveBatchRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let reservations = &state.services.reservations;
+    let max = reservations.policy().max_seats_per_request;
+    let cmd = body.into_inner().try_into_domain(user.id, max)?;
+    let held = reservations.reserve_many(cmd).await?;
+    let body: Vec<ReservationResponse> = held.into_iter().map(Into::into).collect();
+    Ok(HttpResponse::Created().json(body))
+}
+
+/// The caller's reservations, newest first
+#[utoipa::path(
+    tag = "reservations",
+    params(ReservationsQuery),
+    security(("bearer" = [])),
+    responses((
+        status = 200, description = "The caller's reservations as they stand now, newest first",
+        body = [ReservationResponse],
+    )),
+    extensions(("x-problems" = json!(["unavailable"]))),
+)]
+#[get("/api/v1/reservations")]
+pub async fn list_reservations(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    query: web::Query<ReservationsQuery>,
+) -> Result<web::Json<Vec<ReservationResponse>>, ApiError> {
+    let status = query.into_inner().try_into_domain()?;
+    let found = state.services.reservations.list(user.id, status).await?;
+    Ok(web::Json(found.into_iter().map(Into::into).collect()))
+}
+
+/// One of the caller's reservations
+#[utoipa::path(
+    tag = "reservations",
+    params(("reservationId" = i64, Path, minimum = 1, description = "The reservation", example = 31)),
+    security(("bearer" = [])),
+    responses((
+        status = 200, description = "The reservation as its owner sees it now",
+        body = ReservationResponse,
+    )),
+    extensions(("x-problems" = json!(["not-found", "unavailable"]))),
+)]
+#[get("/api/v1/reservations/{reservationId}")]
+pub async fn get_reservation(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<web::Json<ReservationResponse>, ApiError> {
+    let id = ReservationId::new(id.into_inner())?;
+    let reservation = state.services.reservations.get(user.id, id).await?;
+    Ok(web::Json(reservation.into()))
+}
+
+/// Cancels one of the caller's holds
+///
+/// The seat is available at once. Cancelling a cancelled reservation again
+/// answers it unchanged; a paid one is refunded instead (already-paid); an
+/// ended hold cannot be cancelled (reservation-expired).
+#[utoipa::path(
+    tag = "reservations",
+    params(("reservationId" = i64, Path, minimum = 1, description = "The reservation", example = 31)),
+    security(("bearer" = [])),
+    responses((
+        status = 200, description = "The reservation, CANCELLED", body = ReservationResponse,
+    )),
+    extensions(("x-problems" = json!([
+        "not-found", "already-paid", "concurrent-update", "reservation-expired", "unavailable"
+    ]))),
+)]
+#[delete("/api/v1/reservations/{reservationId}")]
+pub async fn cancel_reservation(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<web::Json<ReservationResponse>, ApiError> {
+    let id = ReservationId::new(id.into_inner())?;
+    let cancelled = state.services.reservations.cancel(user.id, id).await?;
+    Ok(web::Json(cancelled.into()))
+}

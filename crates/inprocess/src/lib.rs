@@ -1,0 +1,32 @@
+//! In-process adapters, for a single instance and for tests:
+//!
+//! - [`SystemClock`]: the domain's `Clock` over the system clock and tokio.
+//! - [`LocalLock`]: the lock port's contract inside one process (`local`):
+//!   leases, watchdog, fencing tokens that grow per key, wake-one FIFO
+//!   waiting, background release of a dropped guard.
+//! - [`Relay`]: a process-local queue per key in front of any shared
+//!   `DistributedLock`: one request per process and key contends in the
+//!   shared lock, and a release hands the shared lock to the next local
+//!   request in memory (bounded streaks), so a hot key costs the lock
+//!   service one round trip per streak, not per request.
+//!
+//! And the building blocks every lock adapter of the workspace shares
+//! (the Redis locks build on them too, so the lease rules exist once):
+//!
+//! - [`lease`]: the keep-alive of a held lock (watchdog, lost-lease flag,
+//!   release on drop, maximum hold time), owner tokens;
+//! - [`waiters`]: the registry of waiting acquisitions (wake one per
+//!   release, hand-over to a given waiter, resync);
+//! - [`stats`]: the counters the lab reads.
+
+mod clock;
+pub mod lease;
+mod local;
+mod relay;
+pub mod stats;
+pub mod waiters;
+
+pub use clock::SystemClock;
+pub use local::{LocalHeld, LocalLock};
+pub use relay::{MAX_STREAK, MAX_STREAK_AGE, Relay};
+pub use stats::LockStats;

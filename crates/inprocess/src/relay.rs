@@ -1,0 +1,574 @@
+//! [`Relay`]: a process-local queue per key in front of a shared lock,
+//! which hands the shared lock from one local holder to the next.
+//!
+//! When many requests of one process want the same key (a crowd on one
+//! seat, one user's concurrent payments), sending each of them to the
+//! shared lock service is wasted work: only one can hold the lock. Behind a
+//! `Relay`, requests of one process queue per key in memory (FIFO, each
+//! within its own wait budget); the first acquires the shared lock, and
+//! when it releases, the shared lock is **handed to the next local request
+//! in memory**, without a round trip to the lock service. A hot key then
+//! costs the lock service one acquisition and one release per *streak* of
+//! local holders instead of per request, and each hand-over costs a task
+//! wake-up instead of a network round trip.
+//!
+//! Guarantees, across processes exactly those of the shared lock:
+//!
+//! - at most one local request holds or waits for the shared lock per key,
+//!   and at most one local request holds the key: the hand-over happens
+//!   after the previous holder released (committed or rolled back);
+//! - a streak ends after [`MAX_STREAK`] hand-overs or [`MAX_STREAK_AGE`],
+//!   whichever comes first: the shared lock is then released to the lock
+//!   service, so requests of other processes waiting there get their turn
+//!   (the Redis pub/sub lock hands it to its oldest waiter);
+//! - a hand-over passes the acquisition with its fencing token: the local
+//!   holders of one streak write under the token the process acquired, in
+//!   turn, which storage accepts (equal tokens); a lease lost during a
+//!   streak is seen by the next holder (its fence says so) and the shared
+//!   lock is acquired anew, with a new token;
+//! - a guard dropped without release (a cancelled request) does not hand
+//!   over: its shared lock is released (in the background) and the next
+//!   local request acquires anew;
+//! - a local holder whose lease ran out (paused, or leaked like a crashed
+//!   holder) blocks the local queue no longer than the shared lock: the
+//!   first waiter notices the lost fence within [`STALE_CHECK`] and goes
+//!   to the shared lock itself (which the lease's end has freed);
+//! - the wait budget covers the local queue and the shared lock together.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use concert_domain::{DistributedLock, Failure, Fence, HeldLock, LockKey, LockOptions};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::lease::later;
+
+/// Hand-overs in one streak before the shared lock goes back to the lock
+/// service.
+pub const MAX_STREAK: u32 = 32;
+/// The longest a streak keeps the shared lock from other processes.
+pub const MAX_STREAK_AGE: Duration = Duration::from_millis(250);
+/// How often a local waiter checks whether the local holder's lease ran
+/// out.
+pub const STALE_CHECK: Duration = Duration::from_millis(50);
+
+/// A [`DistributedLock`] that queues locally per key in front of `shared`
+/// and hands `shared`'s acquisitions from one local holder to the next.
+pub struct Relay<L> {
+    shared: L,
+    slots: Arc<Slots>,
+}
+
+impl<L: fmt::Debug> fmt::Debug for Relay<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Relay")
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: Clone> Clone for Relay<L> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            slots: self.slots.clone(),
+        }
+    }
+}
+
+impl<L> Relay<L> {
+    pub fn new(shared: L) -> Self {
+        Self {
+            shared,
+            slots: Arc::default(),
+        }
+    }
+
+    /// The shared lock behind the relay.
+    pub fn shared(&self) -> &L {
+        &self.shared
+    }
+}
+
+/// The local queues, per key. A key is present while a local request holds
+/// it or acquires it from the shared lock; its queue lists the others.
+#[derive(Default)]
+struct Slots {
+    by_key: Mutex<HashMap<LockKey, Slot>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    next_id: u64,
+    queue: VecDeque<Waiter>,
+    /// The fence of the local holder, while one holds the key.
+    holder: Option<Fence>,
+}
+
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<Baton>,
+}
+
+/// A shared acquisition on its way along a streak.
+struct Streak {
+    held: Box<dyn HeldLock>,
+    /// Hand-overs so far.
+    length: u32,
+    started: Instant,
+}
+
+impl Streak {
+    fn may_continue(&self) -> bool {
+        self.length < MAX_STREAK
+            && self.started.elapsed() < MAX_STREAK_AGE
+            && !self.held.fence().is_lost()
+    }
+}
+
+/// The right to the key: with the shared lock (handed over), or only the
+/// turn to acquire it. Dropped while still armed (never received, or its
+/// holder gave up), it passes itself on, so a turn is never lost.
+struct Baton {
+    slots: Arc<Slots>,
+    key: LockKey,
+    streak: Option<Streak>,
+    armed: bool,
+}
+
+impl Baton {
+    fn disarm(mut self) -> Option<Streak> {
+        self.armed = false;
+        self.streak.take()
+    }
+}
+
+impl Drop for Baton {
+    fn drop(&mut self) {
+        if self.armed {
+            self.armed = false;
+            let streak = self.streak.take();
+            self.slots.pass(&self.key, streak);
+        }
+    }
+}
+
+impl Slots {
+    fn lock(&self) -> MutexGuard<'_, HashMap<LockKey, Slot>> {
+        self.by_key.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives the key to the next live local waiter, with `streak` if given
+    /// (a hand-over), else the turn to acquire the shared lock; frees the
+    /// key when nobody waits (dropping `streak`: its guard releases the
+    /// shared lock in the background).
+    fn pass(self: &Arc<Self>, key: &LockKey, mut streak: Option<Streak>) {
+        loop {
+            let waiter = {
+                let mut slots = self.lock();
+                let Some(slot) = slots.get_mut(key) else {
+                    return;
+                };
+                slot.holder = None;
+                match slot.queue.pop_front() {
+                    Some(waiter) => waiter,
+                    None => {
+                        slots.remove(key);
+                        return;
+                    }
+                }
+            };
+            let baton = Baton {
+                slots: self.clone(),
+                key: key.clone(),
+                streak: streak.take(),
+                armed: true,
+            };
+            match waiter.tx.send(baton) {
+                Ok(()) => return,
+                // That waiter gave up meanwhile: the next one.
+                Err(baton) => streak = baton.disarm(),
+            }
+        }
+    }
+
+    /// Removes a waiter that gave up (if it is still queued).
+    fn forget(&self, key: &LockKey, id: u64) {
+        if let Some(slot) = self.lock().get_mut(key) {
+            slot.queue.retain(|w| w.id != id);
+        }
+    }
+
+    /// Records the local holder of `key`.
+    fn hold(&self, key: &LockKey, fence: &Fence) {
+        if let Some(slot) = self.lock().get_mut(key) {
+            slot.holder = Some(fence.clone());
+        }
+    }
+
+    /// True (and waiter `id` leaves the queue, to acquire the shared lock
+    /// itself) when `id` is the first waiter and the local holder's lease
+    /// ran out.
+    fn bypass_stale_holder(&self, key: &LockKey, id: u64) -> bool {
+        let mut slots = self.lock();
+        let Some(slot) = slots.get_mut(key) else {
+            return false;
+        };
+        let stale = slot.holder.as_ref().is_some_and(Fence::is_lost);
+        if stale && slot.queue.front().is_some_and(|w| w.id == id) {
+            slot.queue.pop_front();
+            slot.holder = None;
+            return true;
+        }
+        false
+    }
+}
+
+/// An acquisition through a [`Relay`].
+struct RelayHeld {
+    baton: Baton,
+}
+
+impl RelayHeld {
+    fn held(&self) -> &dyn HeldLock {
+        match &self.baton.streak {
+            Some(streak) => streak.held.as_ref(),
+            // A RelayHeld is only built with a streak.
+            None => unreachable!("a relay guard without its shared acquisition"),
+        }
+    }
+}
+
+impl fmt::Debug for RelayHeld {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayHeld")
+            .field("held", &self.held())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RelayHeld {
+    fn drop(&mut self) {
+        // Dropped without release (a cancelled request): do not hand over
+        // what it may have left half done; the shared lock is released in
+        // the background and the next local request acquires anew.
+        if self.baton.armed {
+            drop(self.baton.streak.take());
+        }
+    }
+}
+
+#[async_trait]
+impl HeldLock for RelayHeld {
+    fn key(&self) -> &LockKey {
+        self.held().key()
+    }
+
+    fn fence(&self) -> &Fence {
+        self.held().fence()
+    }
+
+    /// Hands the shared acquisition to the next local waiter, or releases
+    /// it to the lock service (streak over, nobody waiting, lease lost) and
+    /// passes the turn on.
+    async fn release(mut self: Box<Self>) -> Result<(), Failure> {
+        let Some(mut streak) = self.baton.streak.take() else {
+            return Ok(());
+        };
+        self.baton.armed = false;
+        let slots = self.baton.slots.clone();
+        let key = self.baton.key.clone();
+        if streak.may_continue() && slots.has_waiters(&key) {
+            streak.length += 1;
+            slots.pass(&key, Some(streak));
+            return Ok(());
+        }
+        let released = streak.held.release().await;
+        slots.pass(&key, None);
+        released
+    }
+}
+
+impl Slots {
+    fn has_waiters(&self, key: &LockKey) -> bool {
+        self.lock().get(key).is_some_and(|s| !s.queue.is_empty())
+    }
+}
+
+#[async_trait]
+impl<L: DistributedLock> DistributedLock for Relay<L> {
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        options: LockOptions,
+    ) -> Result<Box<dyn HeldLock>, Failure> {
+        let deadline = later(Instant::now(), options.wait);
+        let queued = {
+            let mut slots = self.slots.lock();
+            match slots.get_mut(key) {
+                None => {
+                    slots.insert(key.clone(), Slot::default());
+                    None
+                }
+                Some(slot) => {
+                    let (tx, rx) = oneshot::channel();
+                    let id = slot.next_id;
+                    slot.next_id += 1;
+                    slot.queue.push_back(Waiter { id, tx });
+                    Some((id, rx))
+                }
+            }
+        };
+        let mut baton = match queued {
+            None => Baton {
+                slots: self.slots.clone(),
+                key: key.clone(),
+                streak: None,
+                armed: true,
+            },
+            Some((id, mut rx)) => loop {
+                let check = later(Instant::now(), STALE_CHECK).min(deadline);
+                tokio::select! {
+                    received = &mut rx => match received {
+                        Ok(baton) => break baton,
+                        Err(_) => {
+                            return Err(Failure::unknown(anyhow::anyhow!(
+                                "the local lock queue of {key} was dropped"
+                            )));
+                        }
+                    },
+                    () = tokio::time::sleep_until(check) => {
+                        if Instant::now() >= deadline {
+                            // A baton sent meanwhile drops with the
+                            // receiver and passes itself on.
+                            self.slots.forget(key, id);
+                            return Err(Failure::LockTimeout);
+                        }
+                        if self.slots.bypass_stale_holder(key, id) {
+                            break Baton {
+                                slots: self.slots.clone(),
+                                key: key.clone(),
+                                streak: None,
+                                armed: true,
+                            };
+                        }
+                    }
+                }
+            },
+        };
+        if let Some(streak) = baton.streak.take() {
+            if !streak.held.fence().is_lost() {
+                self.slots.hold(key, streak.held.fence());
+                baton.streak = Some(streak);
+                return Ok(Box::new(RelayHeld { baton }));
+            }
+            // The lease ran out during the streak: give it up, acquire anew.
+            if let Err(e) = streak.held.release().await {
+                tracing::debug!(error = %e, %key, "a relayed lock had already expired");
+            }
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        // On failure the baton drops and passes the turn on.
+        let held = self
+            .shared
+            .acquire(key, LockOptions { wait, ..options })
+            .await?;
+        self.slots.hold(key, held.fence());
+        baton.streak = Some(Streak {
+            held,
+            length: 0,
+            started: Instant::now(),
+        });
+        Ok(Box::new(RelayHeld { baton }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::LocalLock;
+
+    fn options(wait_ms: u64) -> LockOptions {
+        LockOptions {
+            lease: Duration::from_secs(10),
+            wait: Duration::from_millis(wait_ms),
+            watchdog: true,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_holder_at_a_time_and_hand_overs_skip_the_shared_lock() {
+        let shared = LocalLock::new();
+        let relay = Arc::new(Relay::new(shared.clone()));
+        let key = LockKey::new("seat:1:1");
+        let value = Arc::new(AtomicU64::new(0));
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (relay, key, value) = (relay.clone(), key.clone(), value.clone());
+                tokio::spawn(async move {
+                    let guard = relay.acquire(&key, options(30_000)).await.unwrap();
+                    let seen = value.load(Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    value.store(seen + 1, Ordering::SeqCst);
+                    guard.release().await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(value.load(Ordering::SeqCst), 50);
+        // Nobody ever waited in the shared lock (one local request at a
+        // time reaches it), and hand-overs spared most acquisitions: at
+        // least one per streak of MAX_STREAK + 1 holders, at most 50.
+        let stats = shared.stats();
+        assert_eq!(stats.waits, 0, "{stats:?}");
+        assert!(
+            (2..50).contains(&stats.attempts),
+            "{stats:?}: every holder acquired the shared lock itself"
+        );
+        assert!(relay.slots.lock().is_empty(), "the key was freed");
+    }
+
+    #[tokio::test]
+    async fn a_streak_carries_its_token_and_ends_after_max_streak() {
+        let shared = LocalLock::new();
+        let relay = Relay::new(shared.clone());
+        let key = LockKey::new("k");
+        let first = relay.acquire(&key, options(0)).await.unwrap();
+        let token = first.fence().token();
+        // MAX_STREAK + 1 holders queue behind the first one.
+        let mut waiting = Vec::new();
+        for _ in 0..=MAX_STREAK {
+            let relay = relay.clone();
+            let key = key.clone();
+            waiting.push(tokio::spawn(async move {
+                relay.acquire(&key, options(30_000)).await.unwrap()
+            }));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        first.release().await.unwrap();
+        let mut tokens = Vec::new();
+        for task in waiting {
+            let guard = task.await.unwrap();
+            tokens.push(guard.fence().token());
+            guard.release().await.unwrap();
+        }
+        // The first MAX_STREAK were handed the same acquisition; the last
+        // acquired anew, with a newer token.
+        let (streak, last) = tokens.split_at(MAX_STREAK as usize);
+        assert!(streak.iter().all(|t| *t == token), "{tokens:?}");
+        assert!(last[0] > token, "{tokens:?}");
+        assert_eq!(shared.stats().attempts, 2);
+    }
+
+    #[tokio::test]
+    async fn the_budget_covers_the_local_queue_and_a_timeout_loses_no_turn() {
+        let shared = LocalLock::new();
+        let relay = Relay::new(shared.clone());
+        let key = LockKey::new("k");
+        let holder = relay.acquire(&key, options(0)).await.unwrap();
+        assert!(matches!(
+            relay.acquire(&key, options(20)).await,
+            Err(Failure::LockTimeout)
+        ));
+        // The lock is busy in the shared lock too: a request of another
+        // process (straight to the shared lock) times out.
+        assert!(matches!(
+            shared.acquire(&key, options(0)).await,
+            Err(Failure::LockTimeout)
+        ));
+        holder.release().await.unwrap();
+        // Nobody waited: released to the shared lock, the key is free.
+        let outside = shared.acquire(&key, options(0)).await.unwrap();
+        assert!(matches!(
+            relay.acquire(&key, options(20)).await,
+            Err(Failure::LockTimeout)
+        ));
+        outside.release().await.unwrap();
+        let again = relay.acquire(&key, options(0)).await.unwrap();
+        again.release().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dropped_guard_does_not_hand_over_and_frees_the_key() {
+        let shared = LocalLock::new();
+        let relay = Relay::new(shared.clone());
+        let key = LockKey::new("k");
+        let first = relay.acquire(&key, options(0)).await.unwrap();
+        let token = first.fence().token();
+        let next = {
+            let (relay, key) = (relay.clone(), key.clone());
+            tokio::spawn(async move { relay.acquire(&key, options(5_000)).await.unwrap() })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(first);
+        let next = next.await.unwrap();
+        assert!(next.fence().token() > token, "acquired anew");
+        next.release().await.unwrap();
+        drop(relay.acquire(&key, options(0)).await.unwrap());
+        // the background release of the dropped guard frees the shared lock
+        let again = relay.acquire(&key, options(1_000)).await.unwrap();
+        again.release().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_holder_whose_lease_ran_out_does_not_block_the_local_queue() {
+        let shared = LocalLock::new();
+        let relay = Relay::new(shared.clone());
+        let key = LockKey::new("k");
+        let short = LockOptions {
+            lease: Duration::from_millis(100),
+            wait: Duration::ZERO,
+            watchdog: false,
+        };
+        let crashed = relay.acquire(&key, short).await.unwrap();
+        let token = crashed.fence().token();
+        std::mem::forget(crashed);
+        let paused = {
+            let other = LockKey::new("k2");
+            relay.acquire(&other, short).await.unwrap()
+        };
+        let next = relay.acquire(&key, options(2_000)).await.unwrap();
+        assert!(next.fence().token() > token);
+        next.release().await.unwrap();
+        // the paused holder of k2 learns on release that it lost its lease
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(matches!(paused.release().await, Err(Failure::LockLost)));
+        let again = relay
+            .acquire(&LockKey::new("k2"), options(0))
+            .await
+            .unwrap();
+        again.release().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_shared_acquisition_passes_the_turn_on() {
+        let shared = LocalLock::new();
+        let relay = Relay::new(shared.clone());
+        let key = LockKey::new("k");
+        let outside = shared.acquire(&key, options(0)).await.unwrap();
+        let a = {
+            let (relay, key) = (relay.clone(), key.clone());
+            tokio::spawn(async move { relay.acquire(&key, options(30)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let b = {
+            let (relay, key) = (relay.clone(), key.clone());
+            tokio::spawn(async move { relay.acquire(&key, options(5_000)).await })
+        };
+        // a reaches the shared lock and times out there; b, queued behind
+        // it, gets the turn and acquires once the outside holder releases
+        assert!(matches!(a.await.unwrap(), Err(Failure::LockTimeout)));
+        outside.release().await.unwrap();
+        let b = b.await.unwrap().unwrap();
+        b.release().await.unwrap();
+    }
+}

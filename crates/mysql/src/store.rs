@@ -1,0 +1,239 @@
+//! [`MysqlStore`] and its units of work.
+
+use async_trait::async_trait;
+use concert_domain::{
+    Failure, Fence, IdempotencyRepository, LockKey, NewHistoryEntry, Outbox, PaymentRepository,
+    Protection, ReservationRepository, SeatRepository, Transactions, UnitOfWork, WalletRepository,
+};
+
+use crate::outbox::insert_statement;
+use crate::pool::{Db, Session};
+use crate::rows::NewOutboxRow;
+use crate::wallets::history_statement;
+
+/// The domain's storage on MySQL/MariaDB: [`Transactions`] (units of work
+/// handing out every repository on one transaction), `Queries` and
+/// `CatalogueRepository`. Cheap to clone: clones share the pool.
+#[derive(Clone, Debug)]
+pub struct MysqlStore {
+    db: Db,
+}
+
+impl MysqlStore {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The pool the store runs on.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub(crate) async fn session(&self) -> Result<Session, Failure> {
+        self.db.session().await
+    }
+}
+
+#[async_trait]
+impl Transactions for MysqlStore {
+    /// Checks a connection out and runs `BEGIN` on it.
+    async fn begin(&self, protection: Protection) -> Result<Box<dyn UnitOfWork>, Failure> {
+        let mut session = self.db.session().await?;
+        session.begin().await?;
+        Ok(Box::new(MysqlUnit {
+            session,
+            protection,
+            history: Vec::new(),
+            events: Vec::new(),
+        }))
+    }
+}
+
+/// One transaction on one pooled connection, protected as its
+/// [`Protection`] says (see the repository implementations):
+///
+/// - `Pessimistic`: seat and wallet `find`s lock the rows (`FOR UPDATE`).
+/// - every `save` checks the version it read (`WHERE version = ?`);
+///   `Fenced` also refuses a row a newer fencing token wrote, records its
+///   own token, and [`UnitOfWork::commit`] refuses a lost fence.
+/// - `Atomic`: the use cases call the single-statement methods.
+///
+/// Point history lines and the events recorded in the outbox are written by
+/// the commit, in the same round trip as the `COMMIT`: appending them costs
+/// no round trip, and none inside the critical section of a hot row.
+///
+/// Dropped without commit or rollback (a cancelled request), its connection
+/// is closed instead of going back to the pool, so the server rolls back
+/// and no lock outlives the unit.
+pub(crate) struct MysqlUnit {
+    pub(crate) session: Session,
+    pub(crate) protection: Protection,
+    /// History lines appended, written by the commit.
+    pub(crate) history: Vec<NewHistoryEntry>,
+    /// Outbox rows recorded, written by the commit.
+    pub(crate) events: Vec<NewOutboxRow>,
+}
+
+impl MysqlUnit {
+    pub(crate) fn pessimistic(&self) -> bool {
+        matches!(self.protection, Protection::Pessimistic)
+    }
+
+    /// The fence the unit runs under for `key`, if fenced and held.
+    pub(crate) fn fence(&self, key: &LockKey) -> Option<&Fence> {
+        self.protection.fences().and_then(|f| f.get(key))
+    }
+}
+
+#[async_trait]
+impl UnitOfWork for MysqlUnit {
+    fn seats(&mut self) -> &mut dyn SeatRepository {
+        self
+    }
+
+    fn reservations(&mut self) -> &mut dyn ReservationRepository {
+        self
+    }
+
+    fn wallets(&mut self) -> &mut dyn WalletRepository {
+        self
+    }
+
+    fn payments(&mut self) -> &mut dyn PaymentRepository {
+        self
+    }
+
+    fn idempotency(&mut self) -> &mut dyn IdempotencyRepository {
+        self
+    }
+
+    fn outbox(&mut self) -> &mut dyn Outbox {
+        self
+    }
+
+    /// The appended history lines' and recorded events' `INSERT`s and
+    /// `COMMIT`, in one round trip; unless a fence of a `Fenced` unit is
+    /// lost: then `ROLLBACK` and [`Failure::LockLost`]. A failed commit
+    /// rolls back.
+    async fn commit(mut self: Box<Self>) -> Result<(), Failure> {
+        if self.protection.fences().is_some_and(|f| f.any_lost()) {
+            self.session.rollback().await;
+            return Err(Failure::LockLost);
+        }
+        let statements: Vec<String> = [
+            history_statement(&self.history),
+            insert_statement(&self.events),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let last = (!statements.is_empty()).then(|| statements.join("; "));
+        let committed = self.session.commit(last.as_deref()).await;
+        if committed.is_err() {
+            self.session.rollback().await;
+        }
+        committed
+    }
+
+    async fn rollback(mut self: Box<Self>) {
+        self.session.rollback().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use chrono::Utc;
+    use concert_domain::{
+        CatalogueRepository, ConcertId, Failure, NewSchedule, PaymentId, Points, Protection,
+        Queries, ReservationId, ScheduleId, SeatNumber, Title, Transactions, UserId,
+    };
+
+    use super::MysqlStore;
+    use crate::{DatabaseUrl, Db, PoolOptions};
+
+    async fn unreachable() -> MysqlStore {
+        // Port 1 on loopback: connection refused at once.
+        let url = DatabaseUrl::parse("mysql://root@127.0.0.1:1/nothing").unwrap();
+        let db = Db::connect(
+            &url,
+            PoolOptions {
+                max_size: 2,
+                wait_timeout: Duration::from_millis(500),
+                connect_timeout: Duration::from_millis(500),
+                statement_timeout: Some(Duration::from_secs(1)),
+            },
+        )
+        .await
+        .expect("building a pool contacts nothing");
+        MysqlStore::new(db)
+    }
+
+    fn unavailable<T: std::fmt::Debug>(what: &str, outcome: Result<T, Failure>) {
+        assert!(
+            matches!(outcome, Err(Failure::Unavailable(_))),
+            "{what}: {outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_unavailable_on_every_port_promptly() {
+        let store = unreachable().await;
+        let started = Instant::now();
+        assert!(store.db().ping().await.is_err());
+        let user = UserId::from(1);
+        for protection in [
+            Protection::Optimistic,
+            Protection::Pessimistic,
+            Protection::Atomic,
+            Protection::Fenced(Default::default()),
+        ] {
+            unavailable("begin", store.begin(protection).await.map(|_| ()));
+        }
+        unavailable(
+            "reservation",
+            store.reservation(ReservationId::from(1)).await,
+        );
+        unavailable("reservations_of", store.reservations_of(user).await);
+        unavailable("wallet", store.wallet(user).await);
+        unavailable("history", store.history(user).await);
+        unavailable("payment", store.payment(PaymentId::from(1)).await);
+        unavailable("concerts", store.concerts().await);
+        unavailable("concert", store.concert(ConcertId::from(1)).await);
+        unavailable("schedule", store.schedule(ScheduleId::from(1)).await);
+        unavailable(
+            "schedules",
+            store.schedules(ConcertId::from(1), Utc::now()).await,
+        );
+        unavailable("seats", store.seats(ScheduleId::from(1)).await);
+        unavailable(
+            "create_concert",
+            store.create_concert(&Title::new("x").unwrap()).await,
+        );
+        let now = Utc::now();
+        let new = NewSchedule::new(
+            ConcertId::from(1),
+            now + chrono::Duration::days(1),
+            vec![Points::new(1).unwrap(); usize::from(SeatNumber::MAX)],
+            now,
+        )
+        .unwrap();
+        unavailable("create_schedule", store.create_schedule(&new).await);
+        // Every failure came from a refused connection, not a timeout.
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_closed_pool_is_unavailable() {
+        let store = unreachable().await;
+        store.db().close();
+        unavailable("concerts", store.concerts().await);
+        unavailable(
+            "begin",
+            store.begin(Protection::Optimistic).await.map(|_| ()),
+        );
+        let status = store.db().status();
+        assert_eq!((status.size, status.available), (0, 0));
+    }
+}

@@ -1,0 +1,44 @@
+//! Redis adapters. Today: the domain's lock port ([`DistributedLock`]) in
+//! three kinds over one connection, one subscriber and one set of counters
+//! per process ([`RedisLocks`] and its handles `simple()`, `spin()`,
+//! `pubsub()`).
+//!
+//! Every lock guarantees: mutual exclusion per key while the lease lasts;
+//! a random owner token per acquisition, and a release that never deletes
+//! another owner's lock (it answers [`Failure::LockLost`] instead); a
+//! fencing token that strictly increases per key; a lease watchdog that
+//! renews every third of the lease and flags the guard's [`Fence`] as lost
+//! when it cannot; a guard dropped without release is released in the
+//! background, while a leaked guard (`std::mem::forget`) behaves like a
+//! crashed holder. The lease machinery is the one of
+//! [`concert_inprocess::lease`], shared with the in-process lock. See
+//! `docs/locking.md`.
+//!
+//! Modules by job: `keys` (key layout), `scripts` (the Lua
+//! scripts), `connection` (the shared command connection and the
+//! translation of Redis errors), `subscriber` (the pub/sub connection and
+//! its dispatcher), `cleanup` (background clean-up after failures), `locks`
+//! (the shared state), `lock` (acquire policies and the guard).
+//!
+//! [`DistributedLock`]: concert_domain::DistributedLock
+//! [`Failure::LockLost`]: concert_domain::Failure::LockLost
+//! [`Fence`]: concert_domain::Fence
+
+mod backoff;
+mod cleanup;
+mod connection;
+mod keys;
+mod lock;
+mod locks;
+mod scripts;
+mod settings;
+mod subscriber;
+
+#[cfg(test)]
+mod tests;
+
+pub use backoff::SpinBackoff;
+pub use concert_inprocess::LockStats;
+pub use lock::{RedisHeld, RedisLock};
+pub use locks::RedisLocks;
+pub use settings::RedisLockSettings;
