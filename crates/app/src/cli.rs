@@ -1,4 +1,4 @@
-//! The command line: `app [serve [--banner] | migrate | seed | token --user N [--admin]]`.
+//! The command line: `app [serve [--banner] | migrate | seed | token --user N [--admin] | audit]`.
 
 use anyhow::{Context, bail};
 use concert_domain::UserId;
@@ -13,6 +13,8 @@ commands:
   token --user N [--admin]
                           print a bearer token for user N (valid 24 hours);
                           --admin adds the catalogue-administration role
+  audit                   check the stored data's invariants; print every violation
+                          with its ids, exit 1 on any
 
 Settings come from the environment or a .env file: see README.md.";
 
@@ -24,6 +26,7 @@ pub enum Command {
     Migrate,
     Seed,
     Token { user: UserId, admin: bool },
+    Audit,
 }
 
 /// Parses the arguments after the program name.
@@ -39,6 +42,7 @@ pub fn parse(args: &[String]) -> anyhow::Result<Command> {
         },
         "migrate" => Command::Migrate,
         "seed" => Command::Seed,
+        "audit" => Command::Audit,
         "token" => {
             let raw = flags
                 .value("user")
@@ -166,6 +170,8 @@ mod tests {
         assert!(run("token --user 1 --user 2").is_err());
         assert!(run("token --user 1 --frobnicate").is_err());
         assert!(run("migrate now").is_err());
+        assert_eq!(run("audit").unwrap(), Command::Audit);
+        assert!(run("audit --fix").is_err());
         assert!(run("launch").unwrap_err().to_string().contains("usage"));
     }
 }

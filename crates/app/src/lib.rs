@@ -1,7 +1,9 @@
 //! The application: settings, telemetry, the strategy registry, and the
 //! wiring that picks an adapter for every port. `main` only bootstraps.
 
+pub mod audit;
 pub mod cli;
+pub mod metrics;
 pub mod seed;
 pub mod settings;
 pub mod strategies;
@@ -78,6 +80,16 @@ impl Infrastructure {
     /// The use cases, each contended operation under its configured
     /// strategy.
     pub fn services(&self, settings: &Settings) -> anyhow::Result<Services> {
+        self.services_observed(settings, Arc::new(concert_domain::Unobserved))
+    }
+
+    /// [`Infrastructure::services`], every control reporting to `observer`
+    /// (attempts, conflicts, lock waits: the metrics).
+    pub fn services_observed(
+        &self,
+        settings: &Settings,
+        observer: Arc<dyn concert_domain::Observer>,
+    ) -> anyhow::Result<Services> {
         let adapters = Adapters {
             local: LocalLock::new(),
             redis: self.redis.clone(),
@@ -90,9 +102,15 @@ impl Infrastructure {
         };
         let strategies = settings.strategies;
         let controls = Controls {
-            seats: strategies.seats.build(&adapters)?,
-            charge: strategies.charge.build(&adapters)?,
-            spend: strategies.spend.build(&adapters)?,
+            seats: strategies
+                .seats
+                .build(&adapters)?
+                .with_observer(observer.clone()),
+            charge: strategies
+                .charge
+                .build(&adapters)?
+                .with_observer(observer.clone()),
+            spend: strategies.spend.build(&adapters)?.with_observer(observer),
         };
         Ok(Services::new(self.ports(), controls, settings.policy))
     }
@@ -195,7 +213,8 @@ impl Application {
             tracing::warn!("APP_JWT_SECRET is not set: using the development secret");
         }
         let infra = Infrastructure::connect(&settings, &overrides).await?;
-        let services = infra.services(&settings)?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let services = infra.services_observed(&settings, metrics.clone())?;
         let listener = bind(&settings)?;
         let port = listener.local_addr()?.port();
 
@@ -203,6 +222,7 @@ impl Application {
         if !settings.sweep_interval.is_zero() {
             background.push(spawn_sweeper(services.clone(), settings.sweep_interval));
         }
+        background.push(metrics.spawn_sampler(infra.db.clone()));
         let state = AppState {
             services,
             auth: auth(&settings),
@@ -212,6 +232,8 @@ impl Application {
             workers: settings.http.workers,
             cors_origins: settings.http.cors_origins.clone(),
             shutdown_timeout: settings.http.shutdown_timeout,
+            observer: Some(metrics.clone()),
+            metrics: Some(metrics.render(infra.db.clone())),
             ..HttpOptions::default()
         };
         let server = concert_http::server(listener, state, options)?;

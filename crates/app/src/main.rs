@@ -1,4 +1,4 @@
-//! `app serve | migrate | seed | token --user N [--admin]`: see `app --help`.
+//! `app serve | migrate | seed | token --user N [--admin] | audit`: see `app --help`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -62,6 +62,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Audit => concert_app::audit::command(&settings).await,
         Command::Token { user, admin } => {
             if settings.auth.secret_is_default {
                 eprintln!(

@@ -8,6 +8,8 @@
 //!   for the atomic methods); the use cases decide every business step.
 //! - [`Db`]: the connection pool ([`PoolOptions`], [`PoolStatus`]).
 //! - [`DatabaseUrl`]: a database URL, parsed once.
+//! - [`audit`]: the invariants of the stored data, checked on a live
+//!   database (`app audit`).
 //! - [`run_migrations`] and friends: database creation and the migrations
 //!   of `migrations/`, embedded in the binary.
 //!
@@ -21,8 +23,10 @@
 //! database answer. Every statement is prepared once per connection and
 //! reused.
 
+pub mod audit;
 mod catalogue;
 mod error;
+pub mod gauges;
 mod idempotency;
 mod migrate;
 mod outbox;
@@ -38,6 +42,7 @@ mod store;
 mod url;
 mod wallets;
 
+pub use audit::{Invariant, Violation, audit};
 pub use migrate::{
     create_database_if_missing, drop_database, revert_all_migrations, run_migrations,
 };

@@ -629,6 +629,25 @@ impl Sql {
         Ok(ids.len() as u64)
     }
 
+    /// Runs one statement as written (set-up, or corrupting a database on
+    /// purpose); returns the rows it affected.
+    pub async fn execute(&self, sql: &str) -> anyhow::Result<u64> {
+        let mut c = self.conn().await?;
+        let affected = diesel::sql_query(sql)
+            .execute(&mut *c)
+            .await
+            .with_context(|| format!("running {sql}"))?;
+        Ok(affected as u64)
+    }
+
+    /// The value of a query that selects one integer as `n` (e.g.
+    /// `SELECT COUNT(*) AS n FROM ...`).
+    pub async fn number(&self, sql: &str) -> anyhow::Result<u64> {
+        self.count(sql, &[])
+            .await
+            .with_context(|| format!("running {sql}"))
+    }
+
     async fn count(&self, sql: &str, binds: &[u64]) -> anyhow::Result<u64> {
         let mut c = self.conn().await?;
         let mut query = diesel::sql_query(sql).into_boxed::<diesel::mysql::Mysql>();

@@ -13,5 +13,14 @@ mod lock_seats;
 // HTTP API end to end
 mod api;
 
+// cancel, refund, several seats, limits, administration, API edges,
+// metrics, and the audit of the stored data's invariants
+mod admin;
+mod audit;
+mod edges;
+mod holds;
+mod metrics;
+mod refunds;
+
 // the concurrency lab, small
 mod lab;

@@ -8,7 +8,7 @@ use crate::error::{CancelError, Failure, QueryError, ReserveError};
 use crate::events::Event;
 use crate::ids::{InvalidValue, ReservationId, ScheduleId, SeatNumber, UserId};
 use crate::lock::LockKey;
-use crate::model::seat::{NewReservation, Reservation, ReservationStatus, Seat};
+use crate::model::seat::{NewReservation, Reservation, ReservationStatus, Seat, SeatState};
 use crate::ports::UnitOfWork;
 use crate::services::{Policy, Ports, WaitingRoomService, chrono_duration, finish};
 
@@ -401,9 +401,22 @@ async fn hold_atomically(
         return Err(ReserveError::SeatNotFound);
     }
     if !refused.is_empty() {
+        // As under the other protections: a single seat the caller holds
+        // names the caller's reservation.
+        let own = match (numbers, seats.as_slice()) {
+            ([_], [seat]) => match seat.state {
+                SeatState::Held { by, until } if by == user && until > now => Some(seat.id),
+                _ => None,
+            },
+            _ => None,
+        };
+        let yours = match own {
+            Some(seat) => uow.reservations().held_for_seat(seat).await?.map(|r| r.id),
+            None => None,
+        };
         return Err(ReserveError::SeatUnavailable {
             seats: refused,
-            yours: None,
+            yours,
         });
     }
     let mut held = Held {
@@ -547,10 +560,9 @@ mod tests {
                 other => panic!("{name}: {other:?}"),
             }
             match svc.reservations.reserve(cmd(1)).await {
-                Err(ReserveError::SeatUnavailable { yours, .. }) if name != "atomic" => {
+                Err(ReserveError::SeatUnavailable { yours, .. }) => {
                     assert_eq!(yours, Some(mine.id), "{name}");
                 }
-                Err(ReserveError::SeatUnavailable { .. }) => {}
                 other => panic!("{name}: {other:?}"),
             }
             assert_eq!(store.reservations().len(), 1, "{name}");
