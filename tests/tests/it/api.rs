@@ -10,6 +10,7 @@ use concert_domain::{DistributedLock, LockKey, LockOptions, MAX_BALANCE, Schedul
 use concert_tests::app::{
     AppConfig, TcpProxy, TestApp, json_ok, problem, redis_url, spawn_app, spawn_app_with,
 };
+use concert_tests::audit::assert_consistent;
 use concert_tests::db::concurrently;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -497,6 +498,7 @@ async fn concurrent_repeats_of_one_charge_move_points_once() {
         assert_eq!(body, &json!({"userId": 9, "balance": 300}));
     }
     assert_eq!(app.balance(9).await, 300);
+    assert_consistent(&app.db.db).await;
 }
 
 // ---- lock timeout and unavailable ---------------------------------------------
@@ -633,6 +635,7 @@ async fn one_seat_two_hundred_users(strategy: &'static str) {
         1,
         "{strategy}"
     );
+    assert_consistent(&app.db.db).await;
 }
 
 macro_rules! seat_contention {
@@ -731,6 +734,7 @@ async fn one_user_pays_100_seats_concurrently() {
         uses, expected,
         "newest first, one per payment, running balance"
     );
+    assert_consistent(&app.db.db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -761,4 +765,5 @@ async fn payments_stop_exactly_when_the_points_run_out() {
         .filter(|h| h["kind"] == "USE")
         .count();
     assert_eq!(uses, 20);
+    assert_consistent(&app.db.db).await;
 }

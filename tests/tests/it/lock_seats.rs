@@ -10,6 +10,7 @@ use concert_domain::{
     SeatNumber, SeatState, UserId,
 };
 use concert_inprocess::{LocalLock, SystemClock};
+use concert_tests::audit::assert_consistent;
 use concert_tests::clock::ManualClock;
 use concert_tests::db::{LOCK_FREE, TestDb, concurrently};
 use concert_tests::locks::FixedFenceLock;
@@ -197,6 +198,7 @@ async fn one_winner_among_100(strategy: &str) {
             .len(),
         1
     );
+    assert_consistent(&test_db.db).await;
 }
 
 macro_rules! per_strategy {

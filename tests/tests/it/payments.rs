@@ -10,6 +10,7 @@ use concert_domain::{
     Reservation, ReservationId, ReservationStatus, ReserveSeat, ScheduleId, SeatNumber, SeatState,
     Services, UserId,
 };
+use concert_tests::audit::assert_consistent;
 use concert_tests::clock::ManualClock;
 use concert_tests::db::{TestDb, concurrently};
 
@@ -217,6 +218,7 @@ async fn an_idempotent_payment_returns_the_first_payment() {
         assert_eq!(payments[0].reservation, r2.id);
         let after = snapshot(&db, user(1), &r2).await;
         assert_eq!((after.balance, after.payments), (4_000, 2), "{strategy}");
+        assert_consistent(&db.db).await;
     }
 }
 
@@ -372,6 +374,7 @@ async fn a_hundred_payments_all_succeed_while_the_balance_covers_them() {
     assert_eq!(db.sql.payment_count().await.unwrap(), 100);
     assert_eq!(db.sql.history_count(user(1)).await.unwrap(), 101);
     assert_eq!(db.sql.sold_seats_without_payment().await.unwrap(), 0);
+    assert_consistent(&db.db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,5 +405,6 @@ async fn payments_stop_exactly_when_the_points_run_out() {
         assert_eq!(db.sql.payment_count().await.unwrap(), 20);
         assert_eq!(db.sql.history_count(user(1)).await.unwrap(), 21);
         assert_eq!(db.sql.sold_seats_without_payment().await.unwrap(), 0);
+        assert_consistent(&db.db).await;
     }
 }

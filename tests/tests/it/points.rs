@@ -9,6 +9,7 @@ use concert_domain::{
     ChargeError, ChargePoints, Controls, Failure, HistoryEntry, IdempotencyKey, MAX_BALANCE,
     Observer, Operation, PointKind, Points, Policy, Services, UseError, UsePoints, UserId,
 };
+use concert_tests::audit::assert_consistent;
 use concert_tests::clock::ManualClock;
 use concert_tests::db::{TestDb, concurrently, control};
 use concert_tests::locks::FixedFenceLock;
@@ -113,6 +114,7 @@ async fn pessimistic_use_serialises_all_100() {
         (first.kind, first.balance_after),
         (PointKind::Charge, 100_000)
     );
+    assert_consistent(&db.db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,6 +150,7 @@ async fn optimistic_use_lets_some_win_and_reports_conflicts() {
     // one attempt each, and every failure was reported as a conflict
     assert_eq!(attempts.attempts.load(Ordering::SeqCst), 100);
     assert_eq!(attempts.conflicts.load(Ordering::SeqCst), 100 - s);
+    assert_consistent(&db.db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,6 +170,7 @@ async fn optimistic_retry_and_atomic_use_all_succeed() {
         let h = history(&svc, user(1)).await;
         assert_eq!(h.len(), 101, "{strategy}");
         assert_serial_uses(&h, 100_000, 500, 100);
+        assert_consistent(&db.db).await;
     }
 }
 
@@ -196,6 +200,7 @@ async fn overdraft_stops_at_zero() {
         assert_eq!(balance(&svc, user(1)).await, 0, "{strategy}");
         let h = history(&svc, user(1)).await;
         assert_serial_uses(&h, 10_000, 500, 20);
+        assert_consistent(&db.db).await;
     }
 }
 
@@ -247,6 +252,7 @@ async fn optimistic_charges_keep_every_success_and_nothing_else() {
         .filter(|e| e.kind == PointKind::Charge)
         .count() as u64;
     assert_eq!(charges, s + 1);
+    assert_consistent(&db.db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,6 +274,7 @@ async fn pessimistic_and_atomic_charges_all_succeed() {
         let after: Vec<u64> = h.iter().map(|e| e.balance_after).collect();
         let expected: Vec<u64> = (0..=100).rev().map(|k| 100_000 + 1_000 * k).collect();
         assert_eq!(after, expected, "{strategy}");
+        assert_consistent(&db.db).await;
     }
 }
 
@@ -285,6 +292,7 @@ async fn first_charges_of_a_new_user_create_one_wallet() {
         );
         assert_eq!(balance(&svc, user(9)).await, 50_000, "{strategy}");
         assert_eq!(history(&svc, user(9)).await.len(), 50, "{strategy}");
+        assert_consistent(&db.db).await;
     }
 }
 
@@ -403,6 +411,7 @@ async fn concurrent_repeats_of_a_charge_key_charge_once() {
         );
         assert_eq!(balance(&svc, user(2)).await, 1_000);
         assert_eq!(history(&svc, user(2)).await.len(), 1);
+        assert_consistent(&db.db).await;
     }
 }
 

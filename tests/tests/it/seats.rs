@@ -9,6 +9,7 @@ use concert_domain::{
     Clock, ConcertId, Failure, PayReservation, Policy, QueryError, ReservationStatus, ReserveError,
     ReserveSeat, ScheduleId, SeatNumber, SeatState, SeatStatus, Services, UserId,
 };
+use concert_tests::audit::assert_consistent;
 use concert_tests::clock::ManualClock;
 use concert_tests::db::{TestDb, concurrently};
 use concert_tests::locks::FixedFenceLock;
@@ -97,6 +98,7 @@ async fn one_of_a_hundred_holds_wins() {
             db.sql.live_reservations(schedule, seat(8)).await.unwrap(),
             0
         );
+        assert_consistent(&db.db).await;
     }
 }
 
