@@ -24,3 +24,6 @@ mod refunds;
 
 // the concurrency lab, small
 mod lab;
+
+// the scripts behind make run / make lab
+mod scripts;
