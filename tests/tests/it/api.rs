@@ -533,7 +533,15 @@ async fn a_seat_locked_elsewhere_is_lock_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_503_unavailable() {
-    let proxy = TcpProxy::start("127.0.0.1:6379".to_owned()).await;
+    let redis = redis_url();
+    let server = redis
+        .trim_start_matches("redis://")
+        .rsplit('@')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = TcpProxy::start(server).await;
     let app = spawn_app_with(AppConfig {
         redis_url: format!("redis://{}", proxy.addr),
         ..AppConfig::seats("redis-pubsub")
@@ -552,6 +560,9 @@ async fn redis_down_is_503_unavailable() {
     assert_eq!(problem(ready).await, (503, "unavailable".into()));
     // what needs only MySQL keeps working
     assert_eq!(seat_status(&app, schedule, 2).await, "AVAILABLE");
+    // the app's own clean-up goes through the (closed) proxy: clean up
+    // directly, so no key of this test outlives it
+    concert_tests::redis::purge_prefix(&redis, &app.redis_prefix);
 }
 
 /// An instance whose Redis is down at start still starts: it serves what

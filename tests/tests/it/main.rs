@@ -20,6 +20,7 @@ mod audit;
 mod edges;
 mod holds;
 mod metrics;
+mod redis_keys;
 mod refunds;
 
 // the concurrency lab, small
