@@ -12,14 +12,16 @@ pub enum Scenario {
     PointUse,
     PointCharge,
     SeatRace,
+    BatchRace,
     Sustained,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::PointUse,
         Scenario::PointCharge,
         Scenario::SeatRace,
+        Scenario::BatchRace,
         Scenario::Sustained,
     ];
 
@@ -28,6 +30,7 @@ impl Scenario {
             Scenario::PointUse => "point-use",
             Scenario::PointCharge => "point-charge",
             Scenario::SeatRace => "seat-race",
+            Scenario::BatchRace => "batch-race",
             Scenario::Sustained => "sustained",
         }
     }
@@ -49,6 +52,9 @@ impl FromStr for Scenario {
     }
 }
 
+/// Seats each batch-race user asks for at once.
+pub const BATCH_SEATS: usize = 4;
+
 #[derive(Debug, Clone)]
 pub struct LabConfig {
     pub scenarios: Vec<Scenario>,
@@ -64,6 +70,9 @@ pub struct LabConfig {
     pub charge_initial: u64,
     /// seat-race: users racing for one seat
     pub seat_users: usize,
+    /// batch-race: users racing for overlapping groups of
+    /// [`BATCH_SEATS`] seats of one schedule
+    pub batch_users: usize,
     /// sustained: operations and workers
     pub sustained_ops: usize,
     pub sustained_workers: usize,
@@ -94,6 +103,7 @@ impl Default for LabConfig {
             charge_amount: 1_000,
             charge_initial: 100_000,
             seat_users: 1_000,
+            batch_users: 200,
             sustained_ops: 1_000,
             sustained_workers: 16,
             out_dir: PathBuf::from("target/lab"),
@@ -110,7 +120,8 @@ pub const USAGE: &str = "usage: lab [options]            run experiments on a fr
        lab http --base-url URL   drive a running server through its API
 
 options:
-  --scenarios a,b     point-use, point-charge, seat-race, sustained (default: all)
+  --scenarios a,b     point-use, point-charge, seat-race, batch-race, sustained
+                      (default: all)
   --strategies a,b    optimistic, optimistic-retry, pessimistic, atomic, local,
                       redis-simple, redis-spin, redis-pubsub (default: all)
   --reps N            repetitions per row (default 5); rows report median, min, max
@@ -119,6 +130,7 @@ options:
   --initial N         starting balance (default 100000)
   --charge-tasks N    point-charge tasks (default 100)
   --users N           seat-race users (default 1000)
+  --batch-users N     batch-race users, each asking for 4 seats (default 200)
   --ops N             sustained operations (default 1000)
   --workers N         sustained workers (default 16)
   --pool N            MySQL pool size (default 32)
@@ -129,6 +141,23 @@ DATABASE_URL and REDIS_URL (environment or .env) name the servers; the lab
 creates its own database next to DATABASE_URL's and drops it afterwards.";
 
 impl LabConfig {
+    /// The parameters of a run, as recorded in `results.json` (no server
+    /// address or credential).
+    pub fn parameters(&self) -> serde_json::Value {
+        serde_json::json!({
+            "scenarios": self.scenarios.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            "strategies": self.strategies.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            "reps": self.reps,
+            "pointUse": {"tasks": self.use_tasks, "amount": self.use_amount, "initial": self.use_initial},
+            "pointCharge": {"tasks": self.charge_tasks, "amount": self.charge_amount, "initial": self.charge_initial},
+            "seatRace": {"users": self.seat_users},
+            "batchRace": {"users": self.batch_users, "seatsEach": BATCH_SEATS},
+            "sustained": {"ops": self.sustained_ops, "workers": self.sustained_workers},
+            "dbPoolSize": self.db_pool_size,
+            "localQueue": self.local_queue,
+        })
+    }
+
     /// Parses `args` (without the program name) over the defaults, with the
     /// servers taken from the environment.
     pub fn from_args(args: &[String]) -> anyhow::Result<LabConfig> {
@@ -159,6 +188,7 @@ impl LabConfig {
                 "--initial" => c.use_initial = number(flag, &value()?)?,
                 "--charge-tasks" => c.charge_tasks = number(flag, &value()?)?,
                 "--users" => c.seat_users = number(flag, &value()?)?,
+                "--batch-users" => c.batch_users = number(flag, &value()?)?,
                 "--ops" => c.sustained_ops = number(flag, &value()?)?,
                 "--workers" => c.sustained_workers = number(flag, &value()?)?,
                 "--pool" => c.db_pool_size = number(flag, &value()?)?,
@@ -168,8 +198,13 @@ impl LabConfig {
                 other => bail!("unknown option {other:?}\n\n{USAGE}"),
             }
         }
-        if c.reps == 0 || c.use_tasks == 0 || c.seat_users == 0 || c.sustained_workers == 0 {
-            bail!("--reps, --tasks, --users and --workers must be at least 1");
+        if c.reps == 0
+            || c.use_tasks == 0
+            || c.seat_users == 0
+            || c.batch_users == 0
+            || c.sustained_workers == 0
+        {
+            bail!("--reps, --tasks, --users, --batch-users and --workers must be at least 1");
         }
         if c.use_amount == 0 || c.use_amount > concert_domain::MAX_AMOUNT {
             bail!(
@@ -218,17 +253,22 @@ mod tests {
         );
         assert_eq!(c.reps, 5);
         assert_eq!(c.seat_users, 1000);
-        assert_eq!(c.scenarios.len(), 4);
+        assert_eq!(c.batch_users, 200);
+        assert_eq!(c.scenarios.len(), 5);
         assert_eq!(c.strategies.len(), concert_app::REGISTRY.len());
     }
 
     #[test]
     fn flags_override() {
         let c = LabConfig::from_args(&args(
-            "--scenarios point-use,seat-race --strategies atomic,redis-pubsub --reps 2 --tasks 10 --users 50",
+            "--scenarios point-use,seat-race,batch-race --strategies atomic,redis-pubsub --reps 2 --tasks 10 --users 50 --batch-users 30",
         ))
         .unwrap();
-        assert_eq!(c.scenarios, [Scenario::PointUse, Scenario::SeatRace]);
+        assert_eq!(
+            c.scenarios,
+            [Scenario::PointUse, Scenario::SeatRace, Scenario::BatchRace]
+        );
+        assert_eq!(c.batch_users, 30);
         assert_eq!(
             c.strategies,
             [

@@ -159,6 +159,11 @@ impl LabEnv {
         }
     }
 
+    /// The Redis key prefix of this run.
+    pub fn redis_prefix(&self) -> String {
+        self.redis.prefix()
+    }
+
     /// Drops the lab database and the lab's Redis keys.
     pub async fn destroy(self) {
         self.sql.close();

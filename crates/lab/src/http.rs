@@ -394,6 +394,7 @@ fn row(
             latencies: answers.iter().map(|a| a.ms).collect(),
             statuses,
             violations,
+            held_twice: None,
         }],
     )
 }

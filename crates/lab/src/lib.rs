@@ -1,33 +1,53 @@
 //! The concurrency lab: reproduces the brief's experiment and measures every
 //! strategy side by side with what the database itself can do (raw SQL
-//! baselines in the same run), with an exactness check on every run.
+//! baselines in the same run), with an exactness check on every run and
+//! the audit of the stored data's invariants after it.
 
 pub mod config;
 pub mod env;
 pub mod http;
+pub mod meta;
 pub mod progress;
 pub mod report;
 pub mod row;
 pub mod scenarios;
 
 pub use config::{LabConfig, Scenario};
+pub use report::Results;
 pub use row::Row;
 
 /// Runs the configured scenarios on a fresh database and Redis prefix,
-/// writes `results.json` and the charts into `config.out_dir`, and returns
-/// one row per (scenario, strategy[, target]). A run that breaks an
-/// invariant (balance/history mismatch, two holders of a seat) makes its
-/// row inexact (`exact: false`, the `violations` named); [`inexact`] lists
-/// them, and the `lab` binary exits non-zero on any.
-pub async fn run(config: &LabConfig) -> anyhow::Result<Vec<Row>> {
+/// then audits the database (`app audit`'s invariants), writes
+/// `results.json` (the run's metadata and the rows) and the charts into
+/// `config.out_dir`, drops the database and the Redis keys, and returns
+/// the results. A run that breaks an invariant (balance/history mismatch,
+/// two holders of a seat) makes its row inexact (`exact: false`, the
+/// `violations` named); [`inexact`] lists them, and the `lab` binary exits
+/// non-zero on any. An audit violation fails the run, naming every
+/// violation (after the results are written).
+pub async fn run(config: &LabConfig) -> anyhow::Result<Results> {
+    let started = chrono::Utc::now();
     let env = env::LabEnv::create(config).await?;
+    let mariadb = env.sql.server_version().await.ok();
     let result = scenarios::run_all(&env, config).await;
+    let audit = concert_mysql::audit(&env.db).await;
+    let mut run = meta::collect(started, config.parameters(), mariadb);
+    run["redisPrefix"] = serde_json::Value::String(env.redis_prefix());
     env.destroy().await;
-    let rows = result?;
-    for path in report::write(&config.out_dir, &rows, "results.json")? {
+    let results = Results { run, rows: result? };
+    for path in report::write(&config.out_dir, &results, "results.json")? {
         tracing::info!(path = %path.display(), "wrote");
     }
-    Ok(rows)
+    let violations = audit?;
+    if !violations.is_empty() {
+        let listed: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        anyhow::bail!(
+            "the audit after the run found {} violation(s):\n{}",
+            violations.len(),
+            listed.join("\n")
+        );
+    }
+    Ok(results)
 }
 
 /// The rows whose exactness checks failed.

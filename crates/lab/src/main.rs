@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use concert_lab::{LabConfig, config::USAGE, http, report};
+use anyhow::Context;
+use concert_lab::{LabConfig, Results, config::USAGE, http, meta, report};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -28,17 +29,32 @@ fn load_dotenv() -> anyhow::Result<()> {
 
 async fn run(args: Vec<String>) -> anyhow::Result<()> {
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}\n{}", http::USAGE);
+        println!("{USAGE}\n{}\n{CHART_USAGE}", http::USAGE);
         return Ok(());
     }
     if args.first().map(String::as_str) == Some("http") {
         let (config, out) = http::HttpConfig::from_args(&args[1..])?;
+        let started = chrono::Utc::now();
         let rows = http::run(&config).await?;
         println!("{}", report::markdown(&rows));
-        for path in report::write(&out, &rows, "results-http.json")? {
+        let parameters = serde_json::json!({
+            "label": config.label,
+            "raceUsers": config.race_users,
+            "stormSeats": config.storm_seats,
+            "steadyOps": config.steady_ops,
+            "steadyWorkers": config.steady_workers,
+        });
+        let results = Results {
+            run: meta::collect(started, parameters, None),
+            rows,
+        };
+        for path in report::write(&out, &results, "results-http.json")? {
             eprintln!("wrote {}", path.display());
         }
-        return exact(&rows);
+        return exact(&results.rows);
+    }
+    if args.first().map(String::as_str) == Some("chart") {
+        return chart(&args[1..]);
     }
     let config = LabConfig::from_args(&args)?;
     eprintln!(
@@ -55,14 +71,61 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
             .map(|s| s.as_str())
             .collect::<Vec<_>>()
     );
-    let rows = concert_lab::run(&config).await?;
-    println!("{}", report::markdown(&rows));
+    let results = concert_lab::run(&config).await?;
+    println!("{}", report::markdown(&results.rows));
     eprintln!(
-        "wrote {}/results.json and one chart per scenario (*.svg)",
+        "audit after the run: all {} invariants of the stored data hold",
+        concert_mysql::Invariant::ALL.len()
+    );
+    eprintln!(
+        "wrote {}/results.json (with the run's date, commit, machine and parameters) and one \
+         chart per scenario (*.svg)",
         config.out_dir.display()
     );
-    exact(&rows)
+    exact(&results.rows)
 }
+
+/// `lab chart --from FILE [--out DIR]`: draws the charts of a results file
+/// again (e.g. after a change to the charts), without measuring anything.
+fn chart(args: &[String]) -> anyhow::Result<()> {
+    let mut from = None;
+    let mut out = None;
+    let mut date = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .with_context(|| format!("{flag} needs a value\n{CHART_USAGE}"))?;
+        match flag.as_str() {
+            "--from" => from = Some(std::path::PathBuf::from(value)),
+            "--out" => out = Some(std::path::PathBuf::from(value)),
+            "--date" => date = Some(value.clone()),
+            other => anyhow::bail!("unknown option {other:?}\n{CHART_USAGE}"),
+        }
+    }
+    let from = from.with_context(|| format!("--from is required\n{CHART_USAGE}"))?;
+    let out = out.unwrap_or_else(|| from.parent().map(Into::into).unwrap_or_default());
+    let mut results = Results::read(&from)?;
+    if results.run.is_null() {
+        // Written before runs recorded their parameters: those of a plain
+        // `make lab` (the defaults).
+        eprintln!(
+            "{} has no run metadata: describing the lab's default parameters",
+            from.display()
+        );
+        results.run = serde_json::json!({"parameters": LabConfig::default().parameters()});
+    }
+    if let Some(date) = date {
+        results.run["date"] = serde_json::Value::String(date);
+    }
+    for path in report::charts(&out, &results)? {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+const CHART_USAGE: &str = "usage: lab chart --from results.json [--out DIR] [--date YYYY-MM-DD]
+                          draw the charts of a results file again (no measurement)";
 
 /// Fails, naming every violation, when any row's exactness check failed.
 fn exact(rows: &[concert_lab::Row]) -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What one repetition measured.
 #[derive(Debug, Clone, Default)]
@@ -24,10 +24,13 @@ pub struct Rep {
     pub statuses: BTreeMap<String, u64>,
     /// What the exactness check found wrong (empty: exact).
     pub violations: Vec<String>,
+    /// Seat races: seats that two winners were answered, or that storage
+    /// holds twice (must be 0).
+    pub held_twice: Option<u64>,
 }
 
 /// A row of the results table and of `results.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Row {
     pub scenario: String,
@@ -56,13 +59,16 @@ pub struct Row {
     pub p95_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p99_ms: Option<f64>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub statuses: BTreeMap<String, u64>,
     /// Every repetition passed the exactness check.
     pub exact: bool,
     /// What the exactness checks found wrong, over all repetitions.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub violations: Vec<String>,
+    /// Seat races: the most seats held twice in any repetition (must be 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_twice: Option<u64>,
 }
 
 impl Row {
@@ -113,6 +119,7 @@ impl Row {
             statuses,
             exact: reps.iter().all(|r| r.violations.is_empty()),
             violations: reps.iter().flat_map(|r| r.violations.clone()).collect(),
+            held_twice: reps.iter().filter_map(|r| r.held_twice).max(),
         }
     }
 }

@@ -11,11 +11,11 @@ use chrono::Utc;
 use concert_app::StrategyName;
 use concert_domain::{
     ChargeError, ChargePoints, Failure, IdempotencyKey, Operation, PointKind, Points, ReserveError,
-    ReserveSeat, ScheduleId, SeatNumber, UseError, UsePoints, UserId,
+    ReserveSeat, ReserveSeats, ScheduleId, SeatNumber, UseError, UsePoints, UserId,
 };
 use concert_inprocess::LockStats;
 
-use crate::config::{LabConfig, Scenario};
+use crate::config::{BATCH_SEATS, LabConfig, Scenario};
 use crate::env::LabEnv;
 use crate::progress::Progress;
 use crate::row::{Rep, Row};
@@ -92,7 +92,9 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
                     .into_iter()
                     .map(|s| (*scenario, Subject::Service(StrategyName::named(s)), None)),
             ),
-            Scenario::SeatRace => plan.extend(service_rows.map(|s| (*scenario, s, None))),
+            Scenario::SeatRace | Scenario::BatchRace => {
+                plan.extend(service_rows.map(|s| (*scenario, s, None)))
+            }
             Scenario::Sustained => {
                 for target in ["hot-row", "distinct-rows"] {
                     plan.extend(raw_rows.iter().map(|r| (*scenario, *r, Some(target))));
@@ -128,6 +130,7 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
                     point_charge(env, config, subject, UserId::from(next_id)).await
                 }
                 Scenario::SeatRace => seat_race(env, config, subject, next_id).await,
+                Scenario::BatchRace => batch_race(env, config, subject, next_id).await,
                 Scenario::Sustained => {
                     sustained(env, config, subject, target == Some("hot-row"), next_id).await
                 }
@@ -517,6 +520,136 @@ async fn seat_race(
         retries,
         ms,
         violations,
+        held_twice: Some(u64::from(successes > 1 || live > 1)),
+        ..Rep::default()
+    })
+}
+
+/// The seats batch-race user `i` asks for: [`BATCH_SEATS`] consecutive
+/// seats, starting 7 seats after the previous user's (modulo the map), so
+/// that every group overlaps its neighbours'.
+pub fn batch_group(i: usize) -> Vec<u8> {
+    let span = SeatNumber::MAX as usize - BATCH_SEATS + 1;
+    let start = 1 + (i * 7 % span) as u8;
+    (start..start + BATCH_SEATS as u8).collect()
+}
+
+/// Users race for overlapping groups of seats of one schedule, each
+/// asking for the whole group in one request. Exact when no seat went to
+/// two winners (in the answers and in storage), every request was all or
+/// nothing, and every racer was answered.
+async fn batch_race(
+    env: &LabEnv,
+    c: &LabConfig,
+    subject: Subject,
+    first_user: u64,
+) -> anyhow::Result<Rep> {
+    let Subject::Service(strategy) = subject else {
+        bail!("batch-race has no raw baseline");
+    };
+    let concert = env.sql.create_concert("Lab batch race").await?;
+    let schedule: ScheduleId = env
+        .sql
+        .create_schedule(concert, Utc::now() + chrono::Duration::days(30), |_| 500)
+        .await?;
+    let services = Arc::new(env.services(strategy)?);
+    let before = Before::read(env, strategy, Operation::Reserve);
+    let (outcomes, ms) = race(c.batch_users, |i| {
+        let services = services.clone();
+        let user = UserId::from(first_user + i as u64);
+        let seats: Vec<SeatNumber> = batch_group(i)
+            .into_iter()
+            .filter_map(|n| SeatNumber::new(i64::from(n)).ok())
+            .collect();
+        async move {
+            let cmd = ReserveSeats::new(user, schedule, seats, BATCH_SEATS)
+                .map_err(|_| "InvalidRequest")?;
+            services
+                .reservations
+                .reserve_many(cmd)
+                .await
+                .map(|held| {
+                    held.iter()
+                        .map(|r| r.seat_number.get())
+                        .collect::<Vec<u8>>()
+                })
+                .map_err(|e| e.kind())
+        }
+    })
+    .await?;
+    let (attempts, retries) = before.since(env, c.batch_users as u64);
+    let plain: Vec<Outcome> = outcomes
+        .iter()
+        .map(|o| o.as_ref().map(drop).map_err(|e| *e))
+        .collect();
+    let (successes, failures) = tally(&plain);
+
+    let mut violations = Vec::new();
+    // the answers: winners got exactly their group, and no seat twice
+    let mut winners_of: BTreeMap<u8, u64> = BTreeMap::new();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if let Ok(seats) = outcome {
+            if *seats != batch_group(i) {
+                violations.push(format!(
+                    "user {}: held {seats:?}, asked {:?}",
+                    first_user + i as u64,
+                    batch_group(i)
+                ));
+            }
+            for seat in seats {
+                *winners_of.entry(*seat).or_insert(0) += 1;
+            }
+        }
+    }
+    let answered_twice = winners_of.values().filter(|n| **n > 1).count() as u64;
+    // storage: one live reservation per held seat, all or nothing per user
+    let live = env.sql.live_reservations_by_seat(schedule).await?;
+    let stored_twice = live.iter().filter(|(_, n)| *n > 1).count() as u64;
+    let live_total: u64 = live.iter().map(|(_, n)| n).sum();
+    if live_total != successes * BATCH_SEATS as u64 {
+        violations.push(format!(
+            "schedule {schedule}: {live_total} live reservations for {successes} winning groups"
+        ));
+    }
+    let stored: BTreeMap<u64, u64> = env
+        .sql
+        .reservations_by_user(schedule)
+        .await?
+        .into_iter()
+        .map(|(u, n)| (u.get(), n))
+        .collect();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let user = first_user + i as u64;
+        let expected = if outcome.is_ok() {
+            BATCH_SEATS as u64
+        } else {
+            0
+        };
+        let found = stored.get(&user).copied().unwrap_or(0);
+        if found != expected {
+            violations.push(format!(
+                "user {user}: {found} reservations, not all or nothing"
+            ));
+        }
+    }
+    let held_twice = answered_twice + stored_twice;
+    if held_twice > 0 {
+        violations.push(format!(
+            "schedule {schedule}: {held_twice} seats held twice"
+        ));
+    }
+    let answered: u64 = successes + failures.values().sum::<u64>();
+    ensure!(answered == c.batch_users as u64, "a racer was not answered");
+    Ok(Rep {
+        tasks: c.batch_users as u64,
+        successes,
+        failures,
+        final_balance: None,
+        attempts,
+        retries,
+        ms,
+        violations,
+        held_twice: Some(held_twice),
         ..Rep::default()
     })
 }

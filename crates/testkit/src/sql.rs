@@ -65,6 +65,14 @@ struct Count {
 }
 
 #[derive(QueryableByName)]
+struct Pair {
+    #[diesel(sql_type = BigInt)]
+    k: i64,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
 struct Number {
     #[diesel(sql_type = Unsigned<BigInt>)]
     value: u64,
@@ -470,6 +478,58 @@ impl Sql {
         )
         .await
         .context("counting live reservations")
+    }
+
+    /// Per seat number of `schedule`, how many live (`HELD` or
+    /// `CONFIRMED`) reservations it has; seats with none are left out.
+    pub async fn live_reservations_by_seat(
+        &self,
+        schedule: ScheduleId,
+    ) -> anyhow::Result<Vec<(u8, u64)>> {
+        let mut c = self.conn().await?;
+        let rows: Vec<Pair> = diesel::sql_query(
+            "SELECT CAST(seat_number AS SIGNED) AS k, COUNT(*) AS n FROM reservations \
+             WHERE schedule_id = ? AND live_seat_id IS NOT NULL GROUP BY seat_number ORDER BY seat_number",
+        )
+        .bind::<Unsigned<BigInt>, _>(schedule.get())
+        .load(&mut *c)
+        .await
+        .context("counting live reservations per seat")?;
+        Ok(rows
+            .into_iter()
+            .map(|p| (u8::try_from(p.k).unwrap_or(0), count(p.n)))
+            .collect())
+    }
+
+    /// Per user with reservations on `schedule`, how many they have (any
+    /// status).
+    pub async fn reservations_by_user(
+        &self,
+        schedule: ScheduleId,
+    ) -> anyhow::Result<Vec<(UserId, u64)>> {
+        let mut c = self.conn().await?;
+        let rows: Vec<Pair> = diesel::sql_query(
+            "SELECT CAST(user_id AS SIGNED) AS k, COUNT(*) AS n FROM reservations \
+             WHERE schedule_id = ? GROUP BY user_id ORDER BY user_id",
+        )
+        .bind::<Unsigned<BigInt>, _>(schedule.get())
+        .load(&mut *c)
+        .await
+        .context("counting reservations per user")?;
+        Ok(rows
+            .into_iter()
+            .map(|p| (UserId::from(u64::try_from(p.k).unwrap_or(0)), count(p.n)))
+            .collect())
+    }
+
+    /// The server's version string (`SELECT VERSION()`).
+    pub async fn server_version(&self) -> anyhow::Result<String> {
+        let mut c = self.conn().await?;
+        let row: Name = diesel::sql_query("SELECT CAST(VERSION() AS CHAR(128)) AS name")
+            .get_result(&mut *c)
+            .await
+            .context("reading the server version")?;
+        Ok(row.name)
     }
 
     /// How many reservations `user` has, in any status.

@@ -27,6 +27,7 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
         charge_amount: 1_000,
         charge_initial: 100_000,
         seat_users: 30,
+        batch_users: 30,
         sustained_ops: 40,
         sustained_workers: 4,
         out_dir: out.clone(),
@@ -36,13 +37,14 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
         progress: false,
         ..LabConfig::default()
     };
-    let rows = concert_lab::run(&config)
+    let results = concert_lab::run(&config)
         .await
-        .expect("the lab run is exact");
+        .expect("the lab run is exact and its audit clean");
+    let rows = &results.rows;
 
     // point-use: 2 raw + 8 strategies; point-charge: 2; seat-race: 8;
-    // sustained: (2 raw + 8) x 2 targets
-    assert_eq!(rows.len(), 10 + 2 + 8 + 20);
+    // batch-race: 8; sustained: (2 raw + 8) x 2 targets
+    assert_eq!(rows.len(), 10 + 2 + 8 + 8 + 20);
     assert!(rows.iter().all(|r| r.exact && r.reps == 2));
 
     // 20 tasks of 500 from 5000: exactly 10 fit, whoever serialises them
@@ -56,7 +58,7 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
         "redis-spin",
         "redis-pubsub",
     ] {
-        let row = find(&rows, "point-use", strategy, None);
+        let row = find(rows, "point-use", strategy, None);
         assert_eq!(
             (row.successes, row.final_balance),
             (10, Some(0)),
@@ -68,27 +70,38 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
             "{strategy}"
         );
     }
-    let optimistic = find(&rows, "point-use", "optimistic", None);
+    let optimistic = find(rows, "point-use", "optimistic", None);
     assert!(optimistic.successes >= 1);
     assert_eq!(
         optimistic.final_balance,
         Some(5_000 - 500 * optimistic.successes)
     );
     // pub/sub: at most two acquisition attempts per task
-    assert!(find(&rows, "point-use", "redis-pubsub", None).attempts <= 40);
+    assert!(find(rows, "point-use", "redis-pubsub", None).attempts <= 40);
 
-    let charge = find(&rows, "point-charge", "pessimistic", None);
+    let charge = find(rows, "point-charge", "pessimistic", None);
     assert_eq!(
         (charge.successes, charge.final_balance),
         (20, Some(120_000))
     );
 
     for strategy in concert_app::REGISTRY.iter().map(|s| s.name) {
-        let race = find(&rows, "seat-race", strategy, None);
+        let race = find(rows, "seat-race", strategy, None);
         assert_eq!(race.successes, 1, "{strategy}");
         assert_eq!(race.failures.values().sum::<u64>(), 29, "{strategy}");
+        assert_eq!(race.held_twice, Some(0), "{strategy}");
+        // batch-race: whole groups only, no seat twice, everyone answered
+        let batch = find(rows, "batch-race", strategy, None);
+        assert!(batch.exact, "{strategy}: {:?}", batch.violations);
+        assert_eq!(batch.held_twice, Some(0), "{strategy}");
+        assert!(batch.successes >= 1 && batch.successes <= 12, "{strategy}");
+        assert_eq!(
+            batch.successes + batch.failures.values().sum::<u64>(),
+            30,
+            "{strategy}"
+        );
     }
-    let hot = find(&rows, "sustained", "atomic", Some("hot-row"));
+    let hot = find(rows, "sustained", "atomic", Some("hot-row"));
     assert_eq!(
         (hot.tasks, hot.successes, hot.final_balance),
         (40, 40, Some(0))
@@ -96,8 +109,29 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
 
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
-    let array = json.as_array().expect("a JSON array");
+    let array = json["rows"].as_array().expect("a JSON array of rows");
     assert_eq!(array.len(), rows.len());
+    // the run's metadata: when, what, where, with which parameters
+    let run = &json["run"];
+    assert!(
+        run["date"].as_str().is_some_and(|d| d.ends_with('Z')),
+        "{run}"
+    );
+    assert!(run.get("commit").is_some(), "{run}");
+    assert!(run["machine"]["cores"].as_u64().unwrap() >= 1, "{run}");
+    assert!(run["servers"]["mariadb"].is_string(), "{run}");
+    assert_eq!(run["parameters"]["reps"], 2, "{run}");
+    assert_eq!(run["parameters"]["batchRace"]["users"], 30, "{run}");
+    // the run's Redis keys are gone
+    let prefix = run["redisPrefix"].as_str().expect("the run's prefix");
+    let locks = concert_redis::RedisLocks::connect(
+        &redis_url(),
+        prefix,
+        concert_redis::RedisLockSettings::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(locks.purge().await.unwrap(), 0, "keys left under {prefix}");
     for key in [
         "scenario",
         "strategy",
@@ -113,14 +147,21 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
     ] {
         assert!(array.iter().all(|row| row.get(key).is_some()), "{key}");
     }
-    for chart in ["point-use.svg", "seat-race.svg", "sustained-hot-row.svg"] {
+    for chart in [
+        "point-use.svg",
+        "seat-race.svg",
+        "batch-race.svg",
+        "sustained-hot-row.svg",
+    ] {
         let svg = std::fs::read_to_string(out.join(chart)).unwrap();
         assert!(
             svg.starts_with("<svg") && svg.contains("redis-pubsub"),
             "{chart}"
         );
+        assert!(svg.contains("successes / tasks"), "{chart}");
+        assert!(svg.contains("2 repetitions"), "{chart}");
     }
-    let table = concert_lab::report::markdown(&rows);
+    let table = concert_lab::report::markdown(rows);
     assert_eq!(table.lines().count(), 2 + rows.len());
     let _ = std::fs::remove_dir_all(out);
 }

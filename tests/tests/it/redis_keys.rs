@@ -38,7 +38,11 @@ async fn leaves_nothing(strategy: &'static str) {
     .await;
     json_ok(app.charge(1, 5).await).await;
     drop(app);
-    assert_eq!(remaining(&prefix).await, 0, "{strategy}: keys left under {prefix}");
+    assert_eq!(
+        remaining(&prefix).await,
+        0,
+        "{strategy}: keys left under {prefix}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,7 +53,10 @@ fn make_run_and_make_lab_use_the_binaries_in_cargo_target_dir() {
     let custom = target_dir();
     let dir = custom.to_str().unwrap();
     for (target, expected) in [
-        ("run", format!("APP_BIN=\"{dir}/release/app\" bash docker/run.sh")),
+        (
+            "run",
+            format!("APP_BIN=\"{dir}/release/app\" bash docker/run.sh"),
+        ),
         ("lab", format!("\"{dir}/release/lab\"")),
     ] {
         let plan = stdout(
@@ -63,7 +66,10 @@ fn make_run_and_make_lab_use_the_binaries_in_cargo_target_dir() {
                 .env("CARGO_TARGET_DIR", &custom),
         );
         assert!(plan.contains(&expected), "make -n {target}:\n{plan}");
-        assert!(!plan.contains("./target/release"), "make -n {target}:\n{plan}");
+        assert!(
+            !plan.contains("./target/release"),
+            "make -n {target}:\n{plan}"
+        );
     }
     std::fs::remove_dir_all(custom).unwrap();
 }
