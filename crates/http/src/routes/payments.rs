@@ -83,7 +83,13 @@ pub async fn get_payment(
     tag = "payments",
     params(("paymentId" = i64, Path, minimum = 1, description = "The payment", example = 4)),
     security(("bearer" = [])),
-    responses((status = 200, description = "The payment, REFUNDED", body = PaymentResponse)),
+    responses((
+        status = 200, description = "The payment, REFUNDED", body = PaymentResponse,
+        example = json!({
+            "id": 4, "reservationId": 31, "userId": 42, "amount": 5000,
+            "paidAt": "2030-03-17T17:47:10Z", "status": "REFUNDED"
+        }),
+    )),
     extensions(("x-problems" = json!([
         "not-found", "refund-closed", "concurrent-update", "lock-timeout", "unavailable"
     ]))),

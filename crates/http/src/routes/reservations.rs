@@ -129,6 +129,10 @@ pub async fn get_reservation(
     security(("bearer" = [])),
     responses((
         status = 200, description = "The reservation, CANCELLED", body = ReservationResponse,
+        example = json!({
+            "id": 31, "scheduleId": 3, "seatNumber": 7, "userId": 42, "price": 5000,
+            "status": "CANCELLED", "expiresAt": null
+        }),
     )),
     extensions(("x-problems" = json!([
         "not-found", "already-paid", "concurrent-update", "reservation-expired", "unavailable"

@@ -382,3 +382,17 @@ fn the_document_reads_well() {
         "{expires}"
     );
 }
+
+#[test]
+fn state_changing_answers_show_the_state_they_leave() {
+    let doc = document();
+    let example = |path: &str, method: &str| {
+        doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]["example"]
+            .clone()
+    };
+    let cancelled = example("/api/v1/reservations/{reservationId}", "delete");
+    assert_eq!(cancelled["status"], "CANCELLED", "{cancelled}");
+    assert!(cancelled["expiresAt"].is_null(), "{cancelled}");
+    let refunded = example("/api/v1/payments/{paymentId}/refund", "post");
+    assert_eq!(refunded["status"], "REFUNDED", "{refunded}");
+}
