@@ -202,3 +202,69 @@ async fn re_holding_ones_own_seat_names_the_reservation() {
         rehold(strategy).await;
     }
 }
+
+#[tokio::test]
+async fn a_browser_front_end_of_a_listed_origin_may_call() {
+    let app = spawn_app_with(AppConfig {
+        extra: vec![("APP_CORS_ORIGINS", "https://shop.example".to_owned())],
+        ..AppConfig::default()
+    })
+    .await;
+    let preflight = |origin: &str| {
+        app.client
+            .request(Method::OPTIONS, app.url("/api/v1/reservations"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://shop.example").await.unwrap();
+    assert_eq!(allowed.status(), 204);
+    let headers = allowed.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    assert!(
+        headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    assert!(
+        headers["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert_eq!(answer(refused).await.outcome(), (403, "forbidden"));
+
+    let read = app
+        .get("/api/v1/concerts")
+        .header("Origin", "https://shop.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(
+        read.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    assert!(
+        read.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-request-id")
+    );
+    let other = app
+        .get("/api/v1/concerts")
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
