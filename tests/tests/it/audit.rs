@@ -224,9 +224,3 @@ async fn a_payment_that_does_not_match_its_reservation_is_caught() {
     )
     .await;
 }
-
-#[test]
-fn every_invariant_has_a_corruption_test() {
-    // one test above per invariant (two for the live-reservation one)
-    assert_eq!(Invariant::ALL.len(), 7);
-}
