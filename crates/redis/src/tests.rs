@@ -606,3 +606,86 @@ async fn releases_across_a_redis_restart_and_outage() {
         "{acquired:?}"
     );
 }
+
+// --------------------------------------------------------------- RedLock
+
+/// Three masters of this test's own, and a RedLock over them.
+async fn redlock_on_three() -> ([OwnRedis; 3], crate::RedLock) {
+    let masters = [
+        OwnRedis::start().await,
+        OwnRedis::start().await,
+        OwnRedis::start().await,
+    ];
+    let urls: Vec<String> = masters.iter().map(OwnRedis::url).collect();
+    let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
+    let lock = crate::RedLock::new(&urls, &prefix, quick()).unwrap();
+    (masters, lock)
+}
+
+/// Issue 12: with one master of three down the lock works (exclusion and
+/// growing tokens); with two down, acquisitions fail with `Unavailable`
+/// (503) within the wait budget, and work again once a master returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redlock_needs_a_majority_of_its_masters() {
+    let (mut masters, lock) = redlock_on_three().await;
+    assert_eq!(lock.quorum(), 2);
+    let key = LockKey::new("seat:9:1");
+    let first = lock.acquire(&key, opts(10_000, 0)).await.unwrap();
+    assert!(matches!(
+        lock.acquire(&key, opts(10_000, 100)).await,
+        Err(Failure::LockTimeout)
+    ));
+    let token = first.fence().token();
+    first.release().await.unwrap();
+
+    masters[0].kill();
+    lock.ping().await.expect("two of three answer");
+    let second = lock.acquire(&key, opts(10_000, 1_000)).await.unwrap();
+    assert!(second.fence().token() > token, "tokens grow");
+    assert!(matches!(
+        lock.acquire(&key, opts(10_000, 100)).await,
+        Err(Failure::LockTimeout)
+    ));
+    let token = second.fence().token();
+    second.release().await.unwrap();
+
+    masters[1].kill();
+    assert!(lock.ping().await.is_err());
+    let budget = Duration::from_secs(2);
+    let started = Instant::now();
+    let refused = lock
+        .acquire(&key, opts(10_000, budget.as_millis() as u64))
+        .await;
+    assert!(
+        matches!(refused, Err(Failure::Unavailable(_))),
+        "{refused:?}"
+    );
+    assert!(started.elapsed() < budget, "503 within the wait budget");
+
+    // A master returns empty: a majority again, and the token still grows
+    // (the surviving master kept its counter; the returned one re-seeds).
+    masters[0].restart().await;
+    let third = lock.acquire(&key, opts(10_000, 1_000)).await.unwrap();
+    assert!(third.fence().token() > token, "tokens grow across restarts");
+    third.release().await.unwrap();
+}
+
+/// The fencing token grows even when consecutive acquisitions are granted
+/// by different majorities whose counters differ: the floor written back
+/// on a majority carries the largest token forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redlock_tokens_grow_across_different_majorities() {
+    let (masters, lock) = redlock_on_three().await;
+    let key = LockKey::new("seat:9:2");
+    let mut last = 0;
+    for round in 0..6 {
+        // one master out of each acquisition in turn
+        let paused = &masters[round % 3];
+        paused.pause();
+        let guard = lock.acquire(&key, opts(10_000, 3_000)).await.unwrap();
+        paused.resume();
+        assert!(guard.fence().token() > last, "round {round}");
+        last = guard.fence().token();
+        guard.release().await.unwrap();
+    }
+}
