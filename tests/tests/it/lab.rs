@@ -44,7 +44,10 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
     // every strategy; sustained: (2 raw + every strategy) x 2 targets
     let strategies = concert_app::REGISTRY.len();
     assert_eq!(strategies, 9);
-    assert_eq!(rows.len(), (2 + strategies) + 2 + strategies + 2 * (2 + strategies));
+    assert_eq!(
+        rows.len(),
+        (2 + strategies) + 2 + strategies + 2 * (2 + strategies)
+    );
     assert!(rows.iter().all(|r| r.exact && r.reps == 2));
 
     // 20 tasks of 500 from 5000: exactly 10 fit, whoever serialises them
