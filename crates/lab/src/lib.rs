@@ -2,6 +2,7 @@
 //! strategy side by side with what the database itself can do (raw SQL
 //! baselines in the same run), with an exactness check on every run.
 
+pub mod chaos;
 pub mod config;
 pub mod env;
 pub mod http;
