@@ -25,6 +25,7 @@ pub fn control(name: &str) -> Control {
     let adapters = concert_app::Adapters {
         local: concert_inprocess::LocalLock::new(),
         redis: None,
+        redlock: None,
         relay: true,
         lock_options: concert_domain::LockOptions::default(),
     };

@@ -1,6 +1,6 @@
 //! A fresh Redis key prefix per test, and the lock adapters on it.
 
-use concert_redis::{RedisLockSettings, RedisLocks};
+use concert_redis::{RedLock, RedisLockSettings, RedisLocks};
 
 /// `REDIS_URL`, or the local default.
 pub fn redis_url() -> String {
@@ -60,5 +60,39 @@ pub fn purge_prefix(url: &str, prefix: &str) {
 impl Drop for TestRedis {
     fn drop(&mut self) {
         purge_prefix(&self.url, &self.prefix);
+    }
+}
+
+/// A RedLock over three logical masters: databases 1, 2 and 3 of the test
+/// Redis (independent key spaces; the fault tests of `concert-redis` use
+/// three separate servers), on a fresh prefix purged from all three when
+/// dropped.
+pub struct TestRedLock {
+    pub urls: Vec<String>,
+    pub prefix: String,
+    pub lock: RedLock,
+}
+
+impl TestRedLock {
+    pub fn new() -> Self {
+        let urls = concert_lab::env::redlock_urls(&redis_url());
+        let prefix = test_prefix();
+        let lock = RedLock::new(&urls, &prefix, RedisLockSettings::default())
+            .unwrap_or_else(|e| panic!("a RedLock over {urls:?}: {e:#}"));
+        Self { urls, prefix, lock }
+    }
+}
+
+impl Default for TestRedLock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestRedLock {
+    fn drop(&mut self) {
+        for url in &self.urls {
+            purge_prefix(url, &self.prefix);
+        }
     }
 }

@@ -20,7 +20,7 @@ use concert_domain::{Clock, Controls, LockOptions, Ports, Services};
 use concert_http::{AppState, Auth, AuthOptions, HttpOptions, Readiness};
 use concert_inprocess::{LocalLock, SystemClock};
 use concert_mysql::{Db, MysqlStore, PoolOptions};
-use concert_redis::{RedisLockSettings, RedisLocks};
+use concert_redis::{RedLock, RedisLockSettings, RedisLocks};
 use secrecy::ExposeSecret;
 
 pub use settings::Settings;
@@ -39,6 +39,8 @@ pub struct Infrastructure {
     pub db: Db,
     pub store: MysqlStore,
     pub redis: Option<RedisLocks>,
+    /// The RedLock masters, when `APP_REDLOCK_URLS` names them.
+    pub redlock: Option<RedLock>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -56,10 +58,25 @@ impl Infrastructure {
         } else {
             None
         };
+        let redlock = if settings.redis.redlock_urls.is_empty() {
+            None
+        } else {
+            let urls: Vec<String> = settings
+                .redis
+                .redlock_urls
+                .iter()
+                .map(|u| u.expose_secret().to_owned())
+                .collect();
+            Some(
+                RedLock::new(&urls, &settings.redis.prefix, RedisLockSettings::default())
+                    .context("configuring APP_REDLOCK_URLS")?,
+            )
+        };
         Ok(Self {
             store: MysqlStore::new(db.clone()),
             db,
             redis,
+            redlock,
             clock: overrides
                 .clock
                 .clone()
@@ -93,6 +110,7 @@ impl Infrastructure {
         let adapters = Adapters {
             local: LocalLock::new(),
             redis: self.redis.clone(),
+            redlock: self.redlock.clone(),
             relay: settings.locks.local_queue,
             lock_options: LockOptions {
                 lease: settings.locks.lease,
@@ -120,6 +138,9 @@ impl Infrastructure {
         let mut checks: Vec<Arc<dyn Readiness>> = vec![Arc::new(MysqlReady(self.db.clone()))];
         if let Some(redis) = &self.redis {
             checks.push(Arc::new(RedisReady(redis.clone())));
+        }
+        if let Some(redlock) = &self.redlock {
+            checks.push(Arc::new(RedLockReady(redlock.clone())));
         }
         checks
     }
@@ -173,6 +194,19 @@ impl Readiness for RedisReady {
 
     async fn check(&self) -> anyhow::Result<()> {
         self.0.ping().await
+    }
+}
+
+struct RedLockReady(RedLock);
+
+#[async_trait]
+impl Readiness for RedLockReady {
+    fn name(&self) -> &'static str {
+        "redlock"
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        Ok(self.0.ping().await?)
     }
 }
 

@@ -71,6 +71,9 @@ pub struct RedisSettings {
     pub url: SecretString,
     /// `APP_REDIS_PREFIX`: namespace of every Redis key this instance uses.
     pub prefix: String,
+    /// `APP_REDLOCK_URLS`: comma-separated URLs of the independent Redis
+    /// masters of `redis-redlock` (at least 3; empty: no RedLock).
+    pub redlock_urls: Vec<SecretString>,
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +190,15 @@ impl Settings {
                     get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
                 ),
                 prefix: get("APP_REDIS_PREFIX").unwrap_or_else(|| "concert".into()),
+                redlock_urls: get("APP_REDLOCK_URLS")
+                    .map(|raw| {
+                        raw.split(',')
+                            .map(str::trim)
+                            .filter(|u| !u.is_empty())
+                            .map(|u| SecretString::from(u.to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             },
             auth: AuthSettings {
                 secret_is_default: secret.is_none(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use concert_domain::{Control, DistributedLock, LockOptions, RetryPolicy};
 use concert_inprocess::{LocalLock, Relay};
-use concert_redis::RedisLocks;
+use concert_redis::{RedLock, RedisLocks};
 
 /// What a strategy may be built from.
 pub struct Adapters {
@@ -20,6 +20,8 @@ pub struct Adapters {
     pub local: LocalLock,
     /// Redis, when a configured strategy needs it.
     pub redis: Option<RedisLocks>,
+    /// The RedLock masters, when `APP_REDLOCK_URLS` names them.
+    pub redlock: Option<RedLock>,
     /// Put the in-process relay in front of waiting Redis locks (false
     /// when `APP_LOCK_LOCAL_QUEUE=false`).
     pub relay: bool,
@@ -31,6 +33,12 @@ impl Adapters {
         self.redis
             .as_ref()
             .context("a Redis strategy is configured but Redis is not set up")
+    }
+
+    fn redlock(&self) -> anyhow::Result<&RedLock> {
+        self.redlock.as_ref().context(
+            "redis-redlock needs APP_REDLOCK_URLS: the URLs of 3 (or 5) independent Redis masters",
+        )
     }
 
     /// `lock` behind this process's local relay, if configured: one local
@@ -107,6 +115,12 @@ pub static REGISTRY: &[Strategy] = &[
         summary: "Redis lock, handed over by the release to the next waiter",
         needs_redis: true,
         build: |a, name| Ok(a.locked(name, a.relayed(a.redis()?.pubsub()))),
+    },
+    Strategy {
+        name: "redis-redlock",
+        summary: "RedLock over APP_REDLOCK_URLS (a majority of N masters), fenced",
+        needs_redis: false,
+        build: |a, name| Ok(a.locked(name, a.relayed(a.redlock()?.clone()))),
     },
 ];
 
@@ -205,12 +219,14 @@ mod tests {
         let adapters = Adapters {
             local: LocalLock::new(),
             redis: None,
+            redlock: None,
             relay: true,
             lock_options: LockOptions::default(),
         };
         for s in REGISTRY {
             let built = StrategyName(s).build(&adapters);
-            assert_eq!(built.is_ok(), !s.needs_redis, "{}", s.name);
+            let needs_servers = s.needs_redis || s.name == "redis-redlock";
+            assert_eq!(built.is_ok(), !needs_servers, "{}", s.name);
             if let Ok(control) = built {
                 assert_eq!(control.name(), s.name);
             }

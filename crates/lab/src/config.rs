@@ -123,7 +123,8 @@ options:
   --scenarios a,b     point-use, point-charge, seat-race, batch-race, sustained
                       (default: all)
   --strategies a,b    optimistic, optimistic-retry, pessimistic, atomic, local,
-                      redis-simple, redis-spin, redis-pubsub (default: all)
+                      redis-simple, redis-spin, redis-pubsub, redis-redlock
+                      (default: all; redis-redlock runs over databases 1-3 of REDIS_URL)
   --reps N            repetitions per row (default 5); rows report median, min, max
   --tasks N           point-use tasks (default 100)
   --amount N          points each task uses (default 500)

@@ -12,7 +12,7 @@ use concert_app::{Adapters, Infrastructure, Overrides, Settings, StrategyName};
 use concert_domain::{Controls, LockOptions, Observer, Operation, Services};
 use concert_inprocess::{LocalLock, LockStats};
 use concert_mysql::{DatabaseUrl, Db};
-use concert_redis::{RedisLockSettings, RedisLocks};
+use concert_redis::{RedLock, RedisLockSettings, RedisLocks};
 use concert_testkit::Sql;
 use secrecy::SecretString;
 
@@ -107,9 +107,19 @@ impl LabEnv {
         .with_context(|| format!("connecting to Redis at {}", config.redis_url))?;
         let sql = Sql::connect_with(url.as_str(), config.db_pool_size).await?;
         let local = LocalLock::new();
+        // `redis-redlock` over three logical masters: databases 1-3 of the
+        // lab's Redis (its cost is three parallel round trips and a floor
+        // write per acquisition; fault behaviour is tested on three
+        // separate servers).
+        let redlock = RedLock::new(
+            &redlock_urls(&config.redis_url),
+            &settings.redis.prefix,
+            RedisLockSettings::default(),
+        )?;
         let adapters = Adapters {
             local: local.clone(),
             redis: Some(redis.clone()),
+            redlock: Some(redlock.clone()),
             relay: config.local_queue,
             lock_options: LockOptions {
                 lease: settings.locks.lease,
@@ -171,6 +181,11 @@ impl LabEnv {
         if let Err(e) = self.redis.purge().await {
             tracing::warn!(error = %e, "could not delete the lab's Redis keys");
         }
+        if let Some(redlock) = &self.adapters.redlock
+            && let Err(e) = redlock.purge().await
+        {
+            tracing::warn!(error = %e, "could not delete the lab's RedLock keys");
+        }
         if let Err(e) = concert_mysql::drop_database(&self.url).await {
             tracing::warn!(error = %e, "could not drop the lab database");
         }
@@ -215,4 +230,38 @@ async fn warm_up(db: &Db, connections: usize) -> anyhow::Result<()> {
         ping.await.context("warm-up task panicked")??;
     }
     Ok(())
+}
+
+/// Databases 1, 2 and 3 of the Redis at `url` (whose own database, if it
+/// names one, is replaced).
+pub fn redlock_urls(url: &str) -> Vec<String> {
+    let base = url.trim_end_matches('/');
+    let base = match base.rsplit_once('/') {
+        Some((head, db))
+            if !db.is_empty() && db.chars().all(|c| c.is_ascii_digit()) && !head.ends_with('/') =>
+        {
+            head
+        }
+        _ => base,
+    };
+    (1..=3).map(|db| format!("{base}/{db}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redlock_urls;
+
+    #[test]
+    fn redlock_urls_are_databases_one_to_three() {
+        assert_eq!(
+            redlock_urls("redis://127.0.0.1:6379"),
+            [
+                "redis://127.0.0.1:6379/1",
+                "redis://127.0.0.1:6379/2",
+                "redis://127.0.0.1:6379/3"
+            ]
+        );
+        assert_eq!(redlock_urls("redis://h:1/0")[2], "redis://h:1/3");
+        assert_eq!(redlock_urls("redis://h:1/")[0], "redis://h:1/1");
+    }
 }

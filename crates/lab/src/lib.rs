@@ -3,6 +3,7 @@
 //! baselines in the same run), with an exactness check on every run and
 //! the audit of the stored data's invariants after it.
 
+pub mod chaos;
 pub mod config;
 pub mod env;
 pub mod http;

@@ -29,8 +29,15 @@ fn load_dotenv() -> anyhow::Result<()> {
 
 async fn run(args: Vec<String>) -> anyhow::Result<()> {
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}\n{}\n{CHART_USAGE}", http::USAGE);
+        println!(
+            "{USAGE}\n{}\n{CHART_USAGE}\n{}",
+            http::USAGE,
+            concert_lab::chaos::USAGE
+        );
         return Ok(());
+    }
+    if args.first().map(String::as_str) == Some("chaos") {
+        return concert_lab::chaos::main(&args[1..]).await;
     }
     if args.first().map(String::as_str) == Some("http") {
         let (config, out) = http::HttpConfig::from_args(&args[1..])?;

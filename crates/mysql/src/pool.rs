@@ -75,8 +75,19 @@ pub struct PoolStatus {
     pub max_size: usize,
 }
 
-/// Handle to the database: a pool of connections, cheap to clone (clones
-/// share the pool).
+/// Handle to the database: two pools of connections, cheap to clone (clones
+/// share them).
+///
+/// - **Units of work** run on connections with `autocommit = 0`: a
+///   transaction begins implicitly with its first statement, so beginning a
+///   unit costs no round trip (no `BEGIN`), which matters most inside the
+///   critical section of a hot row under a lock. Such a connection only
+///   ever runs statements of a unit, which ends with `COMMIT` or
+///   `ROLLBACK` (or the connection is closed), so an idle one holds no
+///   transaction, lock or metadata lock.
+/// - **Everything else** (queries, the catalogue, readiness, background
+///   work) runs on ordinary `autocommit` connections: a statement that is
+///   not inside an explicit `BEGIN` ... `COMMIT` commits on its own.
 ///
 /// Every connection runs its transactions at `READ COMMITTED`: each
 /// statement reads the latest committed rows, and InnoDB takes no gap locks
@@ -87,6 +98,9 @@ pub struct PoolStatus {
 /// limits of [`PoolOptions::statement_timeout`].
 #[derive(Clone)]
 pub struct Db {
+    /// `autocommit = 0`: units of work only.
+    units: Pool<AsyncMysqlConnection>,
+    /// `autocommit = 1`: everything else.
     pool: Pool<AsyncMysqlConnection>,
     /// The client-side bound of one statement.
     answer_within: Option<Duration>,
@@ -107,27 +121,13 @@ impl Db {
     /// Fails only for an invalid pool configuration. Must be called inside
     /// a tokio runtime (the pool's timeouts use it).
     pub async fn connect(url: &DatabaseUrl, options: PoolOptions) -> anyhow::Result<Db> {
-        let mut config = ManagerConfig::<AsyncMysqlConnection>::default();
-        // No `SELECT 1` per checkout: a dead connection shows up as an
-        // "unavailable" error on first use and is then discarded. A
-        // connection is never returned with an open transaction: [`Session`]
-        // discards it on drop.
-        config.recycling_method = RecyclingMethod::Fast;
-        config.custom_setup = Box::new(move |url| {
-            let url = url.to_owned();
-            Box::pin(async move { establish(&url, options).await })
-        });
-        let manager = AsyncDieselConnectionManager::new_with_config(url.as_str(), config);
-        let pool = Pool::builder(manager)
-            .max_size(options.max_size.max(1))
-            .runtime(deadpool::Runtime::Tokio1)
-            .wait_timeout(Some(options.wait_timeout))
-            .create_timeout(Some(options.connect_timeout))
-            .recycle_timeout(Some(options.connect_timeout))
-            .build()
-            .map_err(|e| anyhow::anyhow!("building the MySQL connection pool: {e}"))?;
+        // The units get three quarters of the connections, the rest the
+        // others (single statements that return their connection at once).
+        let total = options.max_size.max(2);
+        let others = (total / 4).max(1);
         Ok(Db {
-            pool,
+            units: build_pool(url, options, total - others, Autocommit::Off)?,
+            pool: build_pool(url, options, others, Autocommit::On)?,
             answer_within: options.statement_limit().map(|t| t + CLIENT_MARGIN),
         })
     }
@@ -154,35 +154,86 @@ impl Db {
         ))
     }
 
-    /// Closes the pool: waiting and later checkouts fail, idle connections
-    /// are closed. Clones share the pool, so this closes it for all of them.
+    /// Closes the pools: waiting and later checkouts fail, idle
+    /// connections are closed. Clones share the pools, so this closes them
+    /// for all of them.
     pub fn close(&self) {
+        self.units.close();
         self.pool.close();
     }
 
-    /// How busy the pool is now.
+    /// How busy the pools are now (both together).
     pub fn status(&self) -> PoolStatus {
-        let s = self.pool.status();
+        let (u, p) = (self.units.status(), self.pool.status());
         PoolStatus {
-            size: s.size,
-            available: s.available,
-            waiting: s.waiting,
-            max_size: s.max_size,
+            size: u.size + p.size,
+            available: u.available + p.available,
+            waiting: u.waiting + p.waiting,
+            max_size: u.max_size + p.max_size,
         }
     }
 
-    /// Checks a connection out.
+    /// Checks an `autocommit` connection out (queries, single statements,
+    /// explicit transactions with [`Session::begin`]).
     pub(crate) async fn session(&self) -> Result<Session, Failure> {
         let conn = self.pool.get().await.map_err(error::pool_failure)?;
-        Ok(Session {
+        Ok(self.wrap(conn, Autocommit::On))
+    }
+
+    /// Checks a unit-of-work connection out (`autocommit = 0`): the unit's
+    /// transaction begins with its first statement.
+    pub(crate) async fn unit_session(&self) -> Result<Session, Failure> {
+        let conn = self.units.get().await.map_err(error::pool_failure)?;
+        Ok(self.wrap(conn, Autocommit::Off))
+    }
+
+    fn wrap(&self, conn: Conn, autocommit: Autocommit) -> Session {
+        Session {
             conn: Some(conn),
             guard: Guard {
                 answer_within: self.answer_within,
                 broken: false,
             },
             open: false,
-        })
+            autocommit,
+        }
     }
+}
+
+/// Whether a connection commits each statement on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Autocommit {
+    On,
+    /// `SET autocommit = 0`: a transaction begins with the first statement
+    /// and lasts until `COMMIT` or `ROLLBACK`.
+    Off,
+}
+
+fn build_pool(
+    url: &DatabaseUrl,
+    options: PoolOptions,
+    size: usize,
+    autocommit: Autocommit,
+) -> anyhow::Result<Pool<AsyncMysqlConnection>> {
+    let mut config = ManagerConfig::<AsyncMysqlConnection>::default();
+    // No `SELECT 1` per checkout: a dead connection shows up as an
+    // "unavailable" error on first use and is then discarded. A connection
+    // is never returned with an open transaction: [`Session`] discards it
+    // on drop.
+    config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        Box::pin(async move { establish(&url, options, autocommit).await })
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config(url.as_str(), config);
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(options.wait_timeout))
+        .create_timeout(Some(options.connect_timeout))
+        .recycle_timeout(Some(options.connect_timeout))
+        .build()
+        .map_err(|e| anyhow::anyhow!("building the MySQL connection pool: {e}"))
 }
 
 /// Opens one connection and sets the session up (see [`Db`] and
@@ -190,11 +241,16 @@ impl Db {
 async fn establish(
     url: &str,
     options: PoolOptions,
+    autocommit: Autocommit,
 ) -> Result<AsyncMysqlConnection, ConnectionError> {
     let timeout = options.connect_timeout;
     let setup = async {
         let mut conn = AsyncMysqlConnection::establish(url).await?;
-        conn.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        let mut sql = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_owned();
+        if autocommit == Autocommit::Off {
+            sql.push_str("; SET SESSION autocommit = 0");
+        }
+        conn.batch_execute(&sql)
             .await
             .map_err(ConnectionError::CouldntSetupConfiguration)?;
         if let Some(limit) = options.statement_limit() {
@@ -228,6 +284,7 @@ pub(crate) struct Session {
     guard: Guard,
     /// True between a successful `BEGIN` and the end of the transaction.
     open: bool,
+    autocommit: Autocommit,
 }
 
 /// Runs statements: bounds their wait for an answer, translates their
@@ -292,7 +349,9 @@ impl Session {
         }
     }
 
-    /// Begins a transaction (`BEGIN`).
+    /// Begins a transaction: `BEGIN` on an `autocommit` connection; on a
+    /// unit-of-work connection nothing is sent (the transaction begins with
+    /// the first statement).
     ///
     /// The session sends `BEGIN`, `COMMIT` and `ROLLBACK` itself (diesel's
     /// transaction manager is not used) so that a commit can carry the
@@ -300,10 +359,12 @@ impl Session {
     /// [`Session::commit`]); it tracks the open transaction, and [`Drop`]
     /// closes a connection dropped with one open.
     pub(crate) async fn begin(&mut self) -> Result<(), Failure> {
-        let (c, guard) = self.split()?;
-        guard
-            .run("beginning a transaction", c.batch_execute("BEGIN"))
-            .await?;
+        if self.autocommit == Autocommit::On {
+            let (c, guard) = self.split()?;
+            guard
+                .run("beginning a transaction", c.batch_execute("BEGIN"))
+                .await?;
+        }
         self.open = true;
         Ok(())
     }

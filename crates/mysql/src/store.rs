@@ -36,9 +36,10 @@ impl MysqlStore {
 
 #[async_trait]
 impl Transactions for MysqlStore {
-    /// Checks a connection out and runs `BEGIN` on it.
+    /// Checks a unit-of-work connection out; its transaction begins with
+    /// the unit's first statement (no `BEGIN` round trip, see [`Db`]).
     async fn begin(&self, protection: Protection) -> Result<Box<dyn UnitOfWork>, Failure> {
-        let mut session = self.db.session().await?;
+        let mut session = self.db.unit_session().await?;
         session.begin().await?;
         Ok(Box::new(MysqlUnit {
             session,

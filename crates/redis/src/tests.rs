@@ -5,9 +5,6 @@
 //! that process). The lock port's contract itself is the shared suite
 //! (`tests/contract.rs`).
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use concert_domain::{DistributedLock, Failure, LockKey, LockOptions};
@@ -18,6 +15,7 @@ use tokio::time::{Instant, timeout};
 use crate::keys::Keys;
 use crate::scripts::{self, Attempt, Queue, Released};
 use crate::{RedisLockSettings, RedisLocks};
+use concert_testkit::OwnRedis;
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
@@ -395,107 +393,6 @@ async fn a_repeated_attempt_finds_its_own_lock() {
 
 // --------------------------------------------------------------- faults
 
-/// A `redis-server` of this test's own, on a free port, in a temporary
-/// directory, without persistence. Dropping it kills it (only it).
-struct OwnRedis {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl OwnRedis {
-    async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let dir = std::env::temp_dir().join(format!("concert-redis-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        let child = Self::spawn(port, &dir);
-        let server = Self { child, port, dir };
-        server.wait_ready().await;
-        server
-    }
-
-    fn spawn(port: u16, dir: &std::path::Path) -> Child {
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed for this test")
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn wait_ready(&self) {
-        let url = self.url();
-        let ready = eventually(Duration::from_secs(10), || {
-            let url = url.clone();
-            async move {
-                let Ok(client) = Client::open(url) else {
-                    return false;
-                };
-                let Ok(Ok(mut conn)) = timeout(
-                    Duration::from_millis(500),
-                    client.get_multiplexed_async_connection(),
-                )
-                .await
-                else {
-                    return false;
-                };
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            }
-        })
-        .await;
-        assert!(ready, "own redis-server did not start");
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{signal}");
-    }
-
-    fn pause(&self) {
-        self.signal("STOP");
-    }
-
-    fn resume(&self) {
-        self.signal("CONT");
-    }
-
-    /// Kills the server (empty on restart: no persistence).
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn restart(&mut self) {
-        self.kill();
-        self.child = Self::spawn(self.port, &self.dir);
-        self.wait_ready().await;
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn quick() -> RedisLockSettings {
     RedisLockSettings {
         connect_timeout: Duration::from_millis(300),
@@ -510,7 +407,7 @@ fn quick() -> RedisLockSettings {
 /// answers: the key frees long before the two-minute lease would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acquisition_given_up_during_a_redis_stall_leaves_no_orphan_lock() {
-    let server = OwnRedis::start().await;
+    let server = OwnRedis::start().await.expect("own redis-server");
     let f = Fixture::on(&server.url(), quick()).await;
     let observer = RedisLocks::connect(&server.url(), &f.locks.prefix(), quick())
         .await
@@ -562,13 +459,13 @@ async fn an_acquisition_given_up_during_a_redis_stall_leaves_no_orphan_lock() {
 /// command retried once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_acquisition_after_a_redis_restart_succeeds() {
-    let mut server = OwnRedis::start().await;
+    let mut server = OwnRedis::start().await.expect("own redis-server");
     let f = Fixture::on(&server.url(), quick()).await;
     let key = LockKey::new("seat:8:1");
     for lock in [f.locks.simple(), f.locks.spin(), f.locks.pubsub()] {
         let warm = lock.acquire(&key, opts(60_000, 0)).await.unwrap();
         warm.release().await.unwrap();
-        server.restart().await;
+        server.restart().await.expect("restarted");
         let first = lock.acquire(&key, opts(60_000, 0)).await;
         let guard = first.unwrap_or_else(|e| panic!("{lock:?}: {e:?}"));
         guard.release().await.unwrap();
@@ -580,12 +477,12 @@ async fn the_first_acquisition_after_a_redis_restart_succeeds() {
 /// `Unavailable` and an acquisition too, promptly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn releases_across_a_redis_restart_and_outage() {
-    let mut server = OwnRedis::start().await;
+    let mut server = OwnRedis::start().await.expect("own redis-server");
     let f = Fixture::on(&server.url(), quick()).await;
     let key = LockKey::new("seat:8:2");
     let lock = f.locks.pubsub();
     let guard = lock.acquire(&key, opts(60_000, 0)).await.unwrap();
-    server.restart().await;
+    server.restart().await.expect("restarted");
     assert!(matches!(guard.release().await, Err(Failure::LockLost)));
 
     let guard = lock.acquire(&key, opts(60_000, 0)).await.unwrap();
@@ -605,4 +502,87 @@ async fn releases_across_a_redis_restart_and_outage() {
         matches!(acquired, Err(Failure::Unavailable(_))),
         "{acquired:?}"
     );
+}
+
+// --------------------------------------------------------------- RedLock
+
+/// Three masters of this test's own, and a RedLock over them.
+async fn redlock_on_three() -> ([OwnRedis; 3], crate::RedLock) {
+    let masters = [
+        OwnRedis::start().await.expect("own redis-server"),
+        OwnRedis::start().await.expect("own redis-server"),
+        OwnRedis::start().await.expect("own redis-server"),
+    ];
+    let urls: Vec<String> = masters.iter().map(OwnRedis::url).collect();
+    let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
+    let lock = crate::RedLock::new(&urls, &prefix, quick()).unwrap();
+    (masters, lock)
+}
+
+/// Issue 12: with one master of three down the lock works (exclusion and
+/// growing tokens); with two down, acquisitions fail with `Unavailable`
+/// (503) within the wait budget, and work again once a master returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redlock_needs_a_majority_of_its_masters() {
+    let (mut masters, lock) = redlock_on_three().await;
+    assert_eq!(lock.quorum(), 2);
+    let key = LockKey::new("seat:9:1");
+    let first = lock.acquire(&key, opts(10_000, 0)).await.unwrap();
+    assert!(matches!(
+        lock.acquire(&key, opts(10_000, 100)).await,
+        Err(Failure::LockTimeout)
+    ));
+    let token = first.fence().token();
+    first.release().await.unwrap();
+
+    masters[0].kill();
+    lock.ping().await.expect("two of three answer");
+    let second = lock.acquire(&key, opts(10_000, 1_000)).await.unwrap();
+    assert!(second.fence().token() > token, "tokens grow");
+    assert!(matches!(
+        lock.acquire(&key, opts(10_000, 100)).await,
+        Err(Failure::LockTimeout)
+    ));
+    let token = second.fence().token();
+    second.release().await.unwrap();
+
+    masters[1].kill();
+    assert!(lock.ping().await.is_err());
+    let budget = Duration::from_secs(2);
+    let started = Instant::now();
+    let refused = lock
+        .acquire(&key, opts(10_000, budget.as_millis() as u64))
+        .await;
+    assert!(
+        matches!(refused, Err(Failure::Unavailable(_))),
+        "{refused:?}"
+    );
+    assert!(started.elapsed() < budget, "503 within the wait budget");
+
+    // A master returns empty: a majority again, and the token still grows
+    // (the surviving master kept its counter; the returned one re-seeds).
+    masters[0].restart().await.expect("restarted");
+    let third = lock.acquire(&key, opts(10_000, 1_000)).await.unwrap();
+    assert!(third.fence().token() > token, "tokens grow across restarts");
+    third.release().await.unwrap();
+}
+
+/// The fencing token grows even when consecutive acquisitions are granted
+/// by different majorities whose counters differ: the floor written back
+/// on a majority carries the largest token forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redlock_tokens_grow_across_different_majorities() {
+    let (masters, lock) = redlock_on_three().await;
+    let key = LockKey::new("seat:9:2");
+    let mut last = 0;
+    for round in 0..6 {
+        // one master out of each acquisition in turn
+        let paused = &masters[round % 3];
+        paused.pause();
+        let guard = lock.acquire(&key, opts(10_000, 3_000)).await.unwrap();
+        paused.resume();
+        assert!(guard.fence().token() > last, "round {round}");
+        last = guard.fence().token();
+        guard.release().await.unwrap();
+    }
 }

@@ -42,9 +42,15 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
         .expect("the lab run is exact and its audit clean");
     let rows = &results.rows;
 
-    // point-use: 2 raw + 8 strategies; point-charge: 2; seat-race: 8;
-    // batch-race: 8; sustained: (2 raw + 8) x 2 targets
-    assert_eq!(rows.len(), 10 + 2 + 8 + 8 + 20);
+    // point-use: 2 raw + every strategy; point-charge: 2; seat-race and
+    // batch-race: every strategy; sustained: (2 raw + every strategy) x 2
+    // targets
+    let strategies = concert_app::REGISTRY.len();
+    assert_eq!(strategies, 9);
+    assert_eq!(
+        rows.len(),
+        (2 + strategies) + 2 + 2 * strategies + 2 * (2 + strategies)
+    );
     assert!(rows.iter().all(|r| r.exact && r.reps == 2));
 
     // 20 tasks of 500 from 5000: exactly 10 fit, whoever serialises them
@@ -57,6 +63,7 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
         "local",
         "redis-spin",
         "redis-pubsub",
+        "redis-redlock",
     ] {
         let row = find(rows, "point-use", strategy, None);
         assert_eq!(

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use concert_domain::{DistributedLock, Failure, HeldLock, LockKey, LockOptions};
 use concert_inprocess::{LocalLock, MAX_STREAK, Relay};
-use concert_redis::{LockStats, RedisLock, RedisLockSettings, RedisLocks};
-use concert_tests::redis::{TestRedis, redis_url, test_prefix};
+use concert_redis::{LockStats, RedLock, RedisLock, RedisLockSettings, RedisLocks};
+use concert_tests::redis::{TestRedLock, TestRedis, redis_url, test_prefix};
 use tokio::time::{Instant, timeout};
 
 // --------------------------------------------------------------- helpers
@@ -459,6 +459,19 @@ async fn relayed_spin() -> (Adapter<Relay<RedisLock>>, TestRedis) {
     (adapter, redis)
 }
 
+/// RedLock over three logical masters (`redis-redlock`).
+async fn redlock() -> (Adapter<RedLock>, TestRedLock) {
+    let redlock = TestRedLock::new();
+    let seen = redlock.lock.clone();
+    let adapter = Adapter {
+        lock: Arc::new(redlock.lock.clone()),
+        waits: true,
+        relays: false,
+        stats: Arc::new(move || seen.stats()),
+    };
+    (adapter, redlock)
+}
+
 /// One test per adapter for a contract.
 macro_rules! contract {
     ($contract:ident: $($adapter:ident),+) => {
@@ -485,17 +498,17 @@ macro_rules! contract {
     };
 }
 
-contract!(mutual_exclusion: local, simple, spin, pubsub, relayed, relayed_spin);
-contract!(a_stale_release_is_lost_and_harmless: local, simple, spin, pubsub, relayed, relayed_spin);
-contract!(crashed_holder_expires: local, simple, spin, pubsub, relayed, relayed_spin);
-contract!(watchdog_keeps_a_long_section_exclusive: local, simple, spin, pubsub, relayed, relayed_spin);
-contract!(an_outlived_lease_is_flagged_lost: local, simple, spin, pubsub, relayed, relayed_spin);
-contract!(wait_budget_is_honoured: local, simple, spin, pubsub, relayed, relayed_spin);
-contract!(fencing_tokens_increase: local, simple, spin, pubsub, relayed, relayed_spin);
-contract!(dropped_guards_and_cancelled_waiters: local, simple, spin, pubsub, relayed, relayed_spin);
+contract!(mutual_exclusion: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
+contract!(a_stale_release_is_lost_and_harmless: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
+contract!(crashed_holder_expires: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
+contract!(watchdog_keeps_a_long_section_exclusive: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
+contract!(an_outlived_lease_is_flagged_lost: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
+contract!(wait_budget_is_honoured: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
+contract!(fencing_tokens_increase: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
+contract!(dropped_guards_and_cancelled_waiters: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
 contract!(wake_one: local, pubsub);
 contract!(hand_over: pubsub);
-contract!(extreme_options_are_accepted: local, simple, spin, pubsub, relayed, relayed_spin);
+contract!(extreme_options_are_accepted: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
 
 // -------------------------------------------------------- Redis specifics
 

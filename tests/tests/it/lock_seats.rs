@@ -14,7 +14,7 @@ use concert_tests::audit::assert_consistent;
 use concert_tests::clock::ManualClock;
 use concert_tests::db::{LOCK_FREE, TestDb, concurrently};
 use concert_tests::locks::FixedFenceLock;
-use concert_tests::redis::TestRedis;
+use concert_tests::redis::{TestRedLock, TestRedis};
 
 fn seat(n: i64) -> SeatNumber {
     SeatNumber::new(n).unwrap()
@@ -28,10 +28,17 @@ fn reserve(user: u64, schedule: ScheduleId, number: SeatNumber) -> ReserveSeat {
     }
 }
 
+/// What a lock strategy's Redis keys live in (purged when dropped).
+type Servers = Box<dyn std::any::Any + Send>;
+
 /// The lock adapter of each strategy, and the Redis prefix it lives on.
-async fn lock_for(strategy: &str) -> (Arc<dyn DistributedLock>, Option<TestRedis>) {
+async fn lock_for(strategy: &str) -> (Arc<dyn DistributedLock>, Option<Servers>) {
     if strategy == "local" {
         return (Arc::new(LocalLock::new()), None);
+    }
+    if strategy == "redis-redlock" {
+        let redlock = TestRedLock::new();
+        return (Arc::new(redlock.lock.clone()), Some(Box::new(redlock)));
     }
     let redis = TestRedis::new().await;
     let lock: Arc<dyn DistributedLock> = match strategy {
@@ -40,10 +47,16 @@ async fn lock_for(strategy: &str) -> (Arc<dyn DistributedLock>, Option<TestRedis
         "redis-pubsub" => Arc::new(redis.locks.pubsub()),
         other => panic!("{other} is not a lock strategy"),
     };
-    (lock, Some(redis))
+    (lock, Some(Box::new(redis)))
 }
 
-const LOCK_STRATEGIES: [&str; 4] = ["local", "redis-simple", "redis-spin", "redis-pubsub"];
+const LOCK_STRATEGIES: [&str; 5] = [
+    "local",
+    "redis-simple",
+    "redis-spin",
+    "redis-pubsub",
+    "redis-redlock",
+];
 
 /// Holder A's lease runs out while it is paused; B acquires (a higher
 /// fencing token) and holds the seat; A resumes and writes: refused with
@@ -222,6 +235,11 @@ macro_rules! per_strategy {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis_pubsub() {
                 super::$scenario("redis-pubsub").await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_redlock() {
+                super::$scenario("redis-redlock").await;
             }
         }
     };

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use concert_domain::{
     ChargeError, ChargePoints, Controls, Failure, HistoryEntry, IdempotencyKey, MAX_BALANCE,
-    Observer, Operation, PointKind, Points, Policy, Services, UseError, UsePoints, UserId,
+    Observer, Operation, PointKind, Points, Policy, QueryError, Services, UseError, UsePoints,
+    UserId,
 };
 use concert_tests::audit::assert_consistent;
 use concert_tests::clock::ManualClock;
@@ -574,8 +575,23 @@ async fn a_stale_or_lost_fence_writes_nothing() {
 async fn a_killed_connection_is_unavailable_once_then_replaced() {
     let db = TestDb::new().await;
     let svc = services(&db, "pessimistic");
-    db.sql.set_balance(user(1), 1_000).await.unwrap();
-    // warm the pool: several connections open and idle
+    db.sql.set_balance(user(1), 1_040).await.unwrap();
+    // warm both pools (units of work, and reads): several connections open
+    // and idle in each
+    let warm = concurrently(4, |_| {
+        let svc = svc.clone();
+        async move {
+            svc.points
+                .use_points(UsePoints {
+                    user: user(1),
+                    amount: pts(10),
+                })
+                .await
+                .map(|b| b.balance)
+        }
+    })
+    .await;
+    assert!(warm.iter().all(Result::is_ok), "{warm:?}");
     let warm = concurrently(4, |_| {
         let svc = svc.clone();
         async move { svc.points.balance(user(1)).await.map(|b| b.balance) }
@@ -587,9 +603,11 @@ async fn a_killed_connection_is_unavailable_once_then_replaced() {
     assert!(killed >= 1);
 
     // Each dead pooled connection fails one request as Unavailable (never a
-    // panic, never Unknown) and is discarded; fresh ones take over.
+    // panic, never Unknown) and is discarded; fresh ones take over. Uses go
+    // through the units' pool, balance reads through the other one.
     let mut unavailable = 0;
     let mut succeeded = 0;
+    let mut read = 0;
     for _ in 0..20 {
         match svc
             .points
@@ -603,16 +621,21 @@ async fn a_killed_connection_is_unavailable_once_then_replaced() {
             Err(UseError::Failed(Failure::Unavailable(_))) => unavailable += 1,
             Err(other) => panic!("a lost connection must be Unavailable: {other:?}"),
         }
+        match svc.points.balance(user(1)).await {
+            Ok(_) => read += 1,
+            Err(QueryError::Failed(Failure::Unavailable(_))) => unavailable += 1,
+            Err(other) => panic!("a lost connection must be Unavailable: {other:?}"),
+        }
     }
     assert!(
         (1..=killed as usize).contains(&unavailable),
         "{unavailable} failures for {killed} killed connections"
     );
-    assert_eq!(unavailable + succeeded, 20);
+    assert_eq!(unavailable + succeeded + read, 40);
     assert_eq!(balance(&svc, user(1)).await, 1_000 - 10 * succeeded as u64);
     assert_eq!(
         db.sql.history_count(user(1)).await.unwrap(),
-        1 + succeeded as u64
+        1 + 4 + succeeded as u64
     );
     db.db.ping().await.unwrap();
 }
