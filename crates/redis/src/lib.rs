@@ -1,7 +1,8 @@
-//! Redis adapters. Today: the domain's lock port ([`DistributedLock`]) in
-//! three kinds over one connection, one subscriber and one set of counters
-//! per process ([`RedisLocks`] and its handles `simple()`, `spin()`,
-//! `pubsub()`).
+//! Redis adapters: the domain's lock port ([`DistributedLock`]) in three
+//! kinds over one connection, one subscriber and one set of counters per
+//! process ([`RedisLocks`] and its handles `simple()`, `spin()`,
+//! `pubsub()`); and the waiting room port ([`RedisWaitingRoom`], one Lua
+//! script per step, see `docs/waiting-room.md`).
 //!
 //! Every lock guarantees: mutual exclusion per key while the lease lasts;
 //! a random owner token per acquisition, and a release that never deletes
@@ -30,6 +31,7 @@ mod connection;
 mod keys;
 mod lock;
 mod locks;
+mod room;
 mod scripts;
 mod settings;
 mod subscriber;
@@ -41,4 +43,5 @@ pub use backoff::SpinBackoff;
 pub use concert_inprocess::LockStats;
 pub use lock::{RedisHeld, RedisLock};
 pub use locks::RedisLocks;
+pub use room::{ROOM_KEEP, RedisWaitingRoom};
 pub use settings::RedisLockSettings;

@@ -10,6 +10,9 @@ mod seats;
 mod lock_contract;
 mod lock_seats;
 
+// waiting room adapters
+mod room_contract;
+
 // HTTP API end to end
 mod api;
 
