@@ -2,6 +2,7 @@
 //! wiring that picks an adapter for every port. `main` only bootstraps.
 
 pub mod cli;
+pub mod room;
 pub mod seed;
 pub mod settings;
 pub mod strategies;
@@ -38,6 +39,8 @@ pub struct Infrastructure {
     pub store: MysqlStore,
     pub redis: Option<RedisLocks>,
     pub clock: Arc<dyn Clock>,
+    /// The waiting room, when it is on.
+    pub room: Option<room::Room>,
 }
 
 impl Infrastructure {
@@ -58,6 +61,7 @@ impl Infrastructure {
             store: MysqlStore::new(db.clone()),
             db,
             redis,
+            room: room::Room::build(settings)?,
             clock: overrides
                 .clock
                 .clone()
@@ -94,7 +98,11 @@ impl Infrastructure {
             charge: strategies.charge.build(&adapters)?,
             spend: strategies.spend.build(&adapters)?,
         };
-        Ok(Services::new(self.ports(), controls, settings.policy))
+        let services = Services::new(self.ports(), controls, settings.policy);
+        Ok(match &self.room {
+            Some(room) => services.with_waiting_room(room.port(), settings.waiting_room.rules),
+            None => services,
+        })
     }
 
     /// What `/health/ready` checks.
@@ -102,6 +110,8 @@ impl Infrastructure {
         let mut checks: Vec<Arc<dyn Readiness>> = vec![Arc::new(MysqlReady(self.db.clone()))];
         if let Some(redis) = &self.redis {
             checks.push(Arc::new(RedisReady(redis.clone())));
+        } else if let Some(room::Room::Redis(room)) = &self.room {
+            checks.push(Arc::new(room::RoomReady(room.clone())));
         }
         checks
     }
@@ -221,6 +231,7 @@ impl Application {
             seat = %strategies.seats,
             charge = %strategies.charge,
             point_use = %strategies.spend,
+            waiting_room = infra.room.as_ref().map_or("off", |r| r.store_name()),
             "listening"
         );
         Ok(Application {

@@ -7,10 +7,14 @@
 //!   own queries, so it is an independent witness of what the adapter
 //!   wrote), and the lab's raw SQL baselines ([`Sql::use_conditional`],
 //!   [`Sql::use_for_update`]).
+//! - [`RedisServer`]: a `redis-server` of one's own on a free port, to
+//!   kill and restart, or to count commands without anyone else's.
 
 mod database;
 mod prepared;
+mod redis_server;
 mod sql;
 
 pub use database::{TestDatabase, server_url};
+pub use redis_server::RedisServer;
 pub use sql::{OutboxEvent, Sql};

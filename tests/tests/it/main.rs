@@ -15,6 +15,7 @@ mod room_contract;
 
 // HTTP API end to end
 mod api;
+mod waiting_room;
 
 // the concurrency lab, small
 mod lab;

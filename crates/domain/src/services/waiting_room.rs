@@ -206,11 +206,13 @@ impl WaitingRoomService {
                 break;
             }
         }
-        if !holds_more {
-            self.room.release(concert, user, now).await?;
-        }
+        // Sold out first: the place the release frees must not go to a
+        // waiting user when nothing is left to sell.
         if self.sold_out(concert, now).await? {
             self.room.set_sold_out(concert, true).await?;
+        }
+        if !holds_more {
+            self.room.release(concert, user, now).await?;
         }
         Ok(())
     }
