@@ -7,6 +7,7 @@ pub mod env;
 pub mod http;
 pub mod progress;
 pub mod report;
+pub mod room;
 pub mod row;
 pub mod scenarios;
 
@@ -20,10 +21,22 @@ pub use row::Row;
 /// row inexact (`exact: false`, the `violations` named); [`inexact`] lists
 /// them, and the `lab` binary exits non-zero on any.
 pub async fn run(config: &LabConfig) -> anyhow::Result<Vec<Row>> {
-    let env = env::LabEnv::create(config).await?;
-    let result = scenarios::run_all(&env, config).await;
-    env.destroy().await;
-    let rows = result?;
+    let (room, classic): (Vec<Scenario>, Vec<Scenario>) =
+        config.scenarios.iter().partition(|s| s.is_room());
+    let mut rows = Vec::new();
+    if !classic.is_empty() {
+        let classic = LabConfig {
+            scenarios: classic,
+            ..config.clone()
+        };
+        let env = env::LabEnv::create(&classic).await?;
+        let result = scenarios::run_all(&env, &classic).await;
+        env.destroy().await;
+        rows = result?;
+    }
+    for scenario in room {
+        rows.extend(room::run(config, scenario).await?);
+    }
     for path in report::write(&config.out_dir, &rows, "results.json")? {
         tracing::info!(path = %path.display(), "wrote");
     }

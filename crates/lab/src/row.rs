@@ -63,6 +63,10 @@ pub struct Row {
     /// What the exactness checks found wrong, over all repetitions.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub violations: Vec<String>,
+    /// Further measured figures by name (the waiting-room scenarios:
+    /// ratios to the same run's baseline, Redis commands per request, ...).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub figures: BTreeMap<String, f64>,
 }
 
 impl Row {
@@ -113,6 +117,7 @@ impl Row {
             statuses,
             exact: reps.iter().all(|r| r.violations.is_empty()),
             violations: reps.iter().flat_map(|r| r.violations.clone()).collect(),
+            figures: BTreeMap::new(),
         }
     }
 }

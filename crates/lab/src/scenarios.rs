@@ -93,6 +93,8 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
                     .map(|s| (*scenario, Subject::Service(StrategyName::named(s)), None)),
             ),
             Scenario::SeatRace => plan.extend(service_rows.map(|s| (*scenario, s, None))),
+            // run on app instances of their own (`crate::room`)
+            Scenario::WaitingRoom | Scenario::OnSale => {}
             Scenario::Sustained => {
                 for target in ["hot-row", "distinct-rows"] {
                     plan.extend(raw_rows.iter().map(|r| (*scenario, *r, Some(target))));
@@ -130,6 +132,9 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
                 Scenario::SeatRace => seat_race(env, config, subject, next_id).await,
                 Scenario::Sustained => {
                     sustained(env, config, subject, target == Some("hot-row"), next_id).await
+                }
+                Scenario::WaitingRoom | Scenario::OnSale => {
+                    bail!("{} runs on app instances of its own", scenario.as_str())
                 }
             }
             .with_context(|| {

@@ -80,6 +80,58 @@ impl RedisServer {
         matches!(tokio::task::spawn_blocking(attempt).await, Ok(Ok(true)))
     }
 
+    /// `INFO <section>`: the server's report, as text.
+    pub async fn info(&self, section: &str) -> anyhow::Result<String> {
+        let port = self.port;
+        let command = format!("INFO {section}\r\n");
+        let ask = move || -> anyhow::Result<String> {
+            let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let timeout = Duration::from_secs(2);
+            let mut stream = TcpStream::connect_timeout(&address, timeout)?;
+            stream.set_read_timeout(Some(timeout))?;
+            stream.write_all(command.as_bytes())?;
+            // a bulk string: `$<len>\r\n<len bytes>\r\n`
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n") {
+                stream.read_exact(&mut byte)?;
+                head.push(byte[0]);
+            }
+            let len: usize = std::str::from_utf8(&head)?
+                .trim()
+                .strip_prefix('$')
+                .context("INFO did not answer a bulk string")?
+                .parse()?;
+            let mut body = vec![0u8; len + 2];
+            stream.read_exact(&mut body)?;
+            body.truncate(len);
+            Ok(String::from_utf8(body)?)
+        };
+        tokio::task::spawn_blocking(ask).await?
+    }
+
+    /// Commands executed since start, by name (`INFO commandstats`),
+    /// including those run inside scripts.
+    pub async fn command_calls(&self) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+        let text = self.info("commandstats").await?;
+        let mut calls = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("cmdstat_") else {
+                continue;
+            };
+            let Some((name, stats)) = rest.split_once(':') else {
+                continue;
+            };
+            let n = stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            calls.insert(name.to_owned(), n);
+        }
+        Ok(calls)
+    }
+
     /// Kills it (`SIGKILL` to its PID) and reaps it: everything it held is
     /// gone.
     pub fn kill(&mut self) {
