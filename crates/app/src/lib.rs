@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod cli;
 pub mod metrics;
+pub mod room;
 pub mod seed;
 pub mod settings;
 pub mod strategies;
@@ -42,6 +43,8 @@ pub struct Infrastructure {
     /// The RedLock masters, when `APP_REDLOCK_URLS` names them.
     pub redlock: Option<RedLock>,
     pub clock: Arc<dyn Clock>,
+    /// The waiting room, when it is on.
+    pub room: Option<room::Room>,
 }
 
 impl Infrastructure {
@@ -77,6 +80,7 @@ impl Infrastructure {
             db,
             redis,
             redlock,
+            room: room::Room::build(settings)?,
             clock: overrides
                 .clock
                 .clone()
@@ -130,7 +134,11 @@ impl Infrastructure {
                 .with_observer(observer.clone()),
             spend: strategies.spend.build(&adapters)?.with_observer(observer),
         };
-        Ok(Services::new(self.ports(), controls, settings.policy))
+        let services = Services::new(self.ports(), controls, settings.policy);
+        Ok(match &self.room {
+            Some(room) => services.with_waiting_room(room.port(), settings.waiting_room.rules),
+            None => services,
+        })
     }
 
     /// What `/health/ready` checks.
@@ -138,6 +146,8 @@ impl Infrastructure {
         let mut checks: Vec<Arc<dyn Readiness>> = vec![Arc::new(MysqlReady(self.db.clone()))];
         if let Some(redis) = &self.redis {
             checks.push(Arc::new(RedisReady(redis.clone())));
+        } else if let Some(room::Room::Redis(room)) = &self.room {
+            checks.push(Arc::new(room::RoomReady(room.clone())));
         }
         if let Some(redlock) = &self.redlock {
             checks.push(Arc::new(RedLockReady(redlock.clone())));
@@ -277,6 +287,7 @@ impl Application {
             seat = %strategies.seats,
             charge = %strategies.charge,
             point_use = %strategies.spend,
+            waiting_room = infra.room.as_ref().map_or("off", |r| r.store_name()),
             "listening"
         );
         Ok(Application {

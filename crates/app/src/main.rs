@@ -85,6 +85,7 @@ fn print_banner(settings: &Settings, port: u16) {
     let base = format!("http://{}:{port}", settings.http.host);
     let user = token(settings, UserId::from(1), false);
     let admin = token(settings, UserId::from(1), true);
+    let room = room_banner(settings, &base, &user);
     println!(
         "
   Concert reservation service
@@ -104,8 +105,24 @@ fn print_banner(settings: &Settings, port: u16) {
          -d '{{\"amount\":100000}}' {base}/api/v1/points/charge
     curl -s -H \"Authorization: Bearer {admin}\" -H 'Content-Type: application/json' \\
          -d '{{\"title\":\"My concert\"}}' {base}/api/v1/admin/concerts
-
+{room}
   Ctrl-C stops the server.
 "
     );
+}
+
+/// The banner's waiting-room lines (empty when the room is off).
+fn room_banner(settings: &Settings, base: &str, user: &str) -> String {
+    let room = &settings.waiting_room;
+    if !room.on {
+        return String::new();
+    }
+    format!(
+        "
+  Waiting room ON: {} admitted at once per concert, for {} s; reserve and pay need admission.
+    curl -s -X POST -H \"Authorization: Bearer {user}\" {base}/api/v1/concerts/1/waiting-room
+",
+        room.rules.active_limit,
+        room.rules.admission.as_secs()
+    )
 }

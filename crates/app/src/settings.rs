@@ -13,6 +13,7 @@ use concert_domain::Policy;
 use concert_mysql::DatabaseUrl;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::room::RoomSettings;
 use crate::strategies::StrategyName;
 
 /// The development JWT secret used when `APP_JWT_SECRET` is not set (only
@@ -31,6 +32,8 @@ pub struct Settings {
     pub strategies: Strategies,
     pub locks: LockSettings,
     pub policy: Policy,
+    /// `APP_WAITING_ROOM*` (see [`crate::room`]).
+    pub waiting_room: RoomSettings,
     /// `APP_SWEEP_SECONDS`: how often stale holds are expired (0 disables).
     pub sweep_interval: Duration,
     /// `APP_LOG_FORMAT`: `text` (default) or `json`.
@@ -224,6 +227,7 @@ impl Settings {
                     3600 * var.parse::<u64>("APP_REFUND_CUTOFF_HOURS", 24)?,
                 ),
             },
+            waiting_room: RoomSettings::from_lookup(&get)?,
             sweep_interval: Duration::from_secs(var.parse("APP_SWEEP_SECONDS", 30)?),
             log_format: var.parse("APP_LOG_FORMAT", LogFormat::Text)?,
         };

@@ -333,21 +333,30 @@ pub trait CatalogueRepository: Send + Sync {
     async fn create_schedule(&self, schedule: &NewSchedule) -> Result<Option<Schedule>, Failure>;
 }
 
-/// The waiting rooms of on-sales, one per concert.
+/// The waiting rooms of on-sales, one per concert, under the rules the
+/// adapter was built with ([`crate::model::room::RoomRules`]).
 ///
 /// Every method is one atomic step, also across many instances sharing the
 /// room: the number of admitted users of a concert never exceeds the
 /// configured limit, waiting users are admitted in order of first entry
-/// (one position each), and freed places are given to the next waiting
-/// users within the same step that frees them (no scheduler is needed).
-/// Admissions lapse, and waiting entries not polled for the idle time are
-/// dropped, as of the `now` of any later step.
+/// (one position each, so a user who keeps polling only ever moves
+/// forward), and freed places are given to the next waiting users within
+/// the same step that frees them (no scheduler is needed). Admissions
+/// lapse at their end, and waiting entries not seen (entered or polled)
+/// for the idle time lose their place, as of the `now` of any later step;
+/// such an entry is never admitted. A room's time never goes backwards: a
+/// `now` older than one it has already seen (another instance's clock, a
+/// slower request) counts as the latest seen. A sold-out room admits
+/// nobody; its waiting users keep their places in case seats come back.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait WaitingRoom: Send + Sync {
-    /// Enters `user` (or keeps their earlier entry and place), refreshes a
-    /// waiting entry's idle time, admits while places are free, and returns
-    /// where the user stands.
+    /// Enters `user`: a first entry (or one whose place or admission was
+    /// lost) joins the end of the line; a waiting user keeps the place and
+    /// is marked seen; an admitted user stays admitted until the same end.
+    /// Then admits while places are free, and returns where the user
+    /// stands: `Admitted`, `Waiting` (position 1 is next), or `SoldOut`
+    /// for a waiting user of a sold-out room.
     async fn enter(
         &self,
         concert: ConcertId,
@@ -356,7 +365,8 @@ pub trait WaitingRoom: Send + Sync {
     ) -> Result<RoomView, Failure>;
 
     /// Like [`WaitingRoom::enter`] without entering: `None` when the user
-    /// has no entry (never entered, left, idled out, admission ended).
+    /// has no entry (never entered, left, idled out, admission ended or
+    /// released).
     async fn poll(
         &self,
         concert: ConcertId,
@@ -364,7 +374,8 @@ pub trait WaitingRoom: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Option<RoomView>, Failure>;
 
-    /// Removes the user, waiting or admitted, and admits the next.
+    /// Removes the user, waiting or admitted (nothing when neither), and
+    /// admits the next.
     async fn leave(
         &self,
         concert: ConcertId,
@@ -372,7 +383,7 @@ pub trait WaitingRoom: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<(), Failure>;
 
-    /// True while the user's admission lasts.
+    /// True while the user's admission lasts (its end is after `now`).
     async fn is_admitted(
         &self,
         concert: ConcertId,
@@ -380,7 +391,8 @@ pub trait WaitingRoom: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<bool, Failure>;
 
-    /// Ends the user's admission (if admitted) and admits the next.
+    /// Ends the user's admission if admitted (a waiting entry stays), and
+    /// admits the next.
     async fn release(
         &self,
         concert: ConcertId,
@@ -389,9 +401,10 @@ pub trait WaitingRoom: Send + Sync {
     ) -> Result<(), Failure>;
 
     /// Marks the concert sold out (waiting users see it, nobody more is
-    /// admitted) or on sale again.
+    /// admitted) or on sale again (the next step admits as usual).
     async fn set_sold_out(&self, concert: ConcertId, sold_out: bool) -> Result<(), Failure>;
 
-    /// How many users wait and how many are admitted now.
+    /// How many users wait (seen within the idle time) and how many are
+    /// admitted (admission not ended) at `now`.
     async fn sizes(&self, concert: ConcertId, now: DateTime<Utc>) -> Result<(u64, u64), Failure>;
 }

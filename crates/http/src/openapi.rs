@@ -47,6 +47,7 @@ it sent one).",
     modifiers(&BearerScheme),
     tags(
         (name = "catalogue", description = "Concerts, dates and seats (no token needed)"),
+        (name = "waiting-room", description = "Admission to an on-sale, in order of arrival"),
         (name = "reservations", description = "Seat holds"),
         (name = "points", description = "Point balance, charge and history"),
         (name = "payments", description = "Paying a held seat with points, and refunds"),

@@ -14,9 +14,14 @@ pub enum Scenario {
     SeatRace,
     BatchRace,
     Sustained,
+    /// The waiting room over HTTP on two app instances (see `crate::room`).
+    WaitingRoom,
+    /// An on-sale through the waiting room (see `crate::room`).
+    OnSale,
 }
 
 impl Scenario {
+    /// The scenarios a plain `lab` runs.
     pub const ALL: [Scenario; 5] = [
         Scenario::PointUse,
         Scenario::PointCharge,
@@ -25,6 +30,10 @@ impl Scenario {
         Scenario::Sustained,
     ];
 
+    /// The waiting-room scenarios: they start their own app instances (and
+    /// Redis), so they run only when asked for (`--scenarios`).
+    pub const ROOM: [Scenario; 2] = [Scenario::WaitingRoom, Scenario::OnSale];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Scenario::PointUse => "point-use",
@@ -32,7 +41,14 @@ impl Scenario {
             Scenario::SeatRace => "seat-race",
             Scenario::BatchRace => "batch-race",
             Scenario::Sustained => "sustained",
+            Scenario::WaitingRoom => "waiting-room",
+            Scenario::OnSale => "on-sale",
         }
+    }
+
+    /// True for the waiting-room scenarios.
+    pub fn is_room(self) -> bool {
+        Scenario::ROOM.contains(&self)
     }
 }
 
@@ -42,11 +58,13 @@ impl FromStr for Scenario {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Scenario::ALL
             .into_iter()
+            .chain(Scenario::ROOM)
             .find(|x| x.as_str() == s)
             .with_context(|| {
                 format!(
-                    "unknown scenario {s:?}; valid: {}",
-                    Scenario::ALL.map(Scenario::as_str).join(", ")
+                    "unknown scenario {s:?}; valid: {}, {}",
+                    Scenario::ALL.map(Scenario::as_str).join(", "),
+                    Scenario::ROOM.map(Scenario::as_str).join(", ")
                 )
             })
     }
@@ -85,6 +103,49 @@ pub struct LabConfig {
     /// Redis strategies queue per key in the in-process relay first (as the app does by
     /// default); `--no-local-queue` measures the bare Redis locks.
     pub local_queue: bool,
+    /// The waiting-room scenarios (see [`RoomLabConfig`]).
+    pub room: RoomLabConfig,
+}
+
+/// Settings of the `waiting-room` and `on-sale` scenarios.
+#[derive(Debug, Clone)]
+pub struct RoomLabConfig {
+    /// waiting-room: users who enter and poll until admitted.
+    pub users: usize,
+    /// on-sale: users who enter, wait, reserve a random free seat and pay.
+    pub on_sale_users: usize,
+    /// Concurrent HTTP requests (connections) of the clients.
+    pub connections: usize,
+    /// `/health/live` requests of the baseline.
+    pub live_requests: usize,
+    /// `APP_WAITING_ROOM_ACTIVE_LIMIT` of the instances.
+    pub limit: u32,
+    /// `APP_WAITING_ROOM_IDLE_SECONDS` of the instances.
+    pub idle_secs: u64,
+    /// on-sale clients wait at most this long between polls (`None`: as
+    /// long as the server's `pollAfterSeconds` says).
+    pub max_poll: Option<std::time::Duration>,
+    /// App instances sharing the room.
+    pub instances: usize,
+    /// Use `REDIS_URL` instead of a `redis-server` of the lab's own (whose
+    /// command counts are exact).
+    pub shared_redis: bool,
+}
+
+impl Default for RoomLabConfig {
+    fn default() -> Self {
+        Self {
+            users: 10_000,
+            on_sale_users: 5_000,
+            connections: 64,
+            live_requests: 20_000,
+            limit: 100,
+            idle_secs: 300,
+            max_poll: None,
+            instances: 2,
+            shared_redis: false,
+        }
+    }
 }
 
 impl Default for LabConfig {
@@ -112,6 +173,7 @@ impl Default for LabConfig {
             db_pool_size: 32,
             progress: true,
             local_queue: true,
+            room: RoomLabConfig::default(),
         }
     }
 }
@@ -138,6 +200,18 @@ options:
   --out DIR           output directory (default target/lab)
   --no-progress       no progress line
   --no-local-queue    Redis locks without the in-process relay per key
+
+waiting-room and on-sale (HTTP, on app instances the lab starts in process,
+sharing a redis-server the lab starts on a free port; run only when named):
+  --room-users N      waiting-room users (default 10000)
+  --on-sale-users N   on-sale users (default 5000)
+  --connections N     concurrent client requests (default 64)
+  --live-requests N   /health/live baseline requests (default 20000)
+  --room-limit N      admitted at once (default 100)
+  --room-idle N       idle seconds of a waiting entry (default 300)
+  --max-poll-ms N     on-sale clients poll at least this often (default: as told)
+  --instances N       app instances (default 2)
+  --shared-redis      use REDIS_URL instead of an own redis-server
 DATABASE_URL and REDIS_URL (environment or .env) name the servers; the lab
 creates its own database next to DATABASE_URL's and drops it afterwards.";
 
@@ -196,6 +270,18 @@ impl LabConfig {
                 "--out" => c.out_dir = PathBuf::from(value()?),
                 "--no-progress" => c.progress = false,
                 "--no-local-queue" => c.local_queue = false,
+                "--room-users" => c.room.users = number(flag, &value()?)?,
+                "--on-sale-users" => c.room.on_sale_users = number(flag, &value()?)?,
+                "--connections" => c.room.connections = number(flag, &value()?)?,
+                "--live-requests" => c.room.live_requests = number(flag, &value()?)?,
+                "--room-limit" => c.room.limit = number(flag, &value()?)?,
+                "--room-idle" => c.room.idle_secs = number(flag, &value()?)?,
+                "--max-poll-ms" => {
+                    c.room.max_poll =
+                        Some(std::time::Duration::from_millis(number(flag, &value()?)?));
+                }
+                "--instances" => c.room.instances = number(flag, &value()?)?,
+                "--shared-redis" => c.room.shared_redis = true,
                 other => bail!("unknown option {other:?}\n\n{USAGE}"),
             }
         }
@@ -206,6 +292,21 @@ impl LabConfig {
             || c.sustained_workers == 0
         {
             bail!("--reps, --tasks, --users, --batch-users and --workers must be at least 1");
+        }
+        let room = &c.room;
+        if room.users == 0
+            || room.on_sale_users == 0
+            || room.connections == 0
+            || room.limit == 0
+            || room.instances == 0
+        {
+            bail!(
+                "--room-users, --on-sale-users, --connections, --room-limit and --instances \
+                 must be at least 1"
+            );
+        }
+        if room.idle_secs < 2 {
+            bail!("--room-idle must be at least 2");
         }
         if c.use_amount == 0 || c.use_amount > concert_domain::MAX_AMOUNT {
             bail!(
@@ -278,6 +379,25 @@ mod tests {
             ]
         );
         assert_eq!((c.reps, c.use_tasks, c.seat_users), (2, 10, 50));
+        let room = LabConfig::from_args(&args(
+            "--scenarios waiting-room,on-sale --room-users 300 --on-sale-users 200 --connections 8 --room-limit 10 --max-poll-ms 500 --shared-redis",
+        ))
+        .unwrap();
+        assert_eq!(room.scenarios, Scenario::ROOM);
+        assert_eq!(
+            (
+                room.room.users,
+                room.room.on_sale_users,
+                room.room.connections,
+                room.room.limit
+            ),
+            (300, 200, 8, 10)
+        );
+        assert_eq!(
+            room.room.max_poll,
+            Some(std::time::Duration::from_millis(500))
+        );
+        assert!(room.room.shared_redis);
     }
 
     #[test]
@@ -288,5 +408,7 @@ mod tests {
         assert!(LabConfig::from_args(&args("--strategies redlock")).is_err());
         assert!(LabConfig::from_args(&args("--bogus")).is_err());
         assert!(LabConfig::from_args(&args("--amount 0")).is_err());
+        assert!(LabConfig::from_args(&args("--room-limit 0")).is_err());
+        assert!(LabConfig::from_args(&args("--connections 0")).is_err());
     }
 }

@@ -10,6 +10,7 @@ pub mod http;
 pub mod meta;
 pub mod progress;
 pub mod report;
+pub mod room;
 pub mod row;
 pub mod scenarios;
 
@@ -21,25 +22,45 @@ pub use row::Row;
 /// then audits the database (`app audit`'s invariants), writes
 /// `results.json` (the run's metadata and the rows) and the charts into
 /// `config.out_dir`, drops the database and the Redis keys, and returns
-/// the results. A run that breaks an invariant (balance/history mismatch,
-/// two holders of a seat) makes its row inexact (`exact: false`, the
-/// `violations` named); [`inexact`] lists them, and the `lab` binary exits
-/// non-zero on any. An audit violation fails the run, naming every
+/// the results. The waiting-room scenarios run on app instances of their
+/// own (`crate::room`). A run that breaks an invariant (balance/history
+/// mismatch, two holders of a seat) makes its row inexact (`exact: false`,
+/// the `violations` named); [`inexact`] lists them, and the `lab` binary
+/// exits non-zero on any. An audit violation fails the run, naming every
 /// violation (after the results are written).
 pub async fn run(config: &LabConfig) -> anyhow::Result<Results> {
     let started = chrono::Utc::now();
-    let env = env::LabEnv::create(config).await?;
-    let mariadb = env.sql.server_version().await.ok();
-    let result = scenarios::run_all(&env, config).await;
-    let audit = concert_mysql::audit(&env.db).await;
+    let (room, classic): (Vec<Scenario>, Vec<Scenario>) =
+        config.scenarios.iter().partition(|s| s.is_room());
+    let mut rows = Vec::new();
+    let mut violations = Vec::new();
+    let mut mariadb = None;
+    let mut redis_prefix = None;
+    if !classic.is_empty() {
+        let classic = LabConfig {
+            scenarios: classic,
+            ..config.clone()
+        };
+        let env = env::LabEnv::create(&classic).await?;
+        mariadb = env.sql.server_version().await.ok();
+        let result = scenarios::run_all(&env, &classic).await;
+        let audit = concert_mysql::audit(&env.db).await;
+        redis_prefix = Some(env.redis_prefix());
+        env.destroy().await;
+        rows = result?;
+        violations = audit?;
+    }
+    for scenario in room {
+        rows.extend(room::run(config, scenario).await?);
+    }
     let mut run = meta::collect(started, config.parameters(), mariadb);
-    run["redisPrefix"] = serde_json::Value::String(env.redis_prefix());
-    env.destroy().await;
-    let results = Results { run, rows: result? };
+    if let Some(prefix) = redis_prefix {
+        run["redisPrefix"] = serde_json::Value::String(prefix);
+    }
+    let results = Results { run, rows };
     for path in report::write(&config.out_dir, &results, "results.json")? {
         tracing::info!(path = %path.display(), "wrote");
     }
-    let violations = audit?;
     if !violations.is_empty() {
         let listed: Vec<String> = violations.iter().map(ToString::to_string).collect();
         anyhow::bail!(

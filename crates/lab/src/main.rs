@@ -64,20 +64,33 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
         return chart(&args[1..]);
     }
     let config = LabConfig::from_args(&args)?;
-    eprintln!(
-        "lab: {} repetitions of {:?}, strategies {:?}",
-        config.reps,
-        config
-            .scenarios
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>(),
-        config
-            .strategies
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-    );
+    if config.scenarios.iter().all(|s| s.is_room()) {
+        eprintln!(
+            "lab: {:?} on {} app instances, {} concurrent requests",
+            config
+                .scenarios
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>(),
+            config.room.instances,
+            config.room.connections
+        );
+    } else {
+        eprintln!(
+            "lab: {} repetitions of {:?}, strategies {:?}",
+            config.reps,
+            config
+                .scenarios
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>(),
+            config
+                .strategies
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+        );
+    }
     let results = concert_lab::run(&config).await?;
     println!("{}", report::markdown(&results.rows));
     eprintln!(

@@ -77,6 +77,20 @@ pub fn markdown(rows: &[Row]) -> String {
             if r.exact { "yes" } else { "NO" },
         );
     }
+    let figures: Vec<&Row> = rows.iter().filter(|r| !r.figures.is_empty()).collect();
+    if !figures.is_empty() {
+        let _ = writeln!(out, "\n| scenario | strategy | figure | value |");
+        let _ = writeln!(out, "|---|---|---|---:|");
+        for r in figures {
+            for (name, value) in &r.figures {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {name} | {value} |",
+                    r.scenario, r.strategy
+                );
+            }
+        }
+    }
     out
 }
 

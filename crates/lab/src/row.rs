@@ -69,6 +69,10 @@ pub struct Row {
     /// Seat races: the most seats held twice in any repetition (must be 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_twice: Option<u64>,
+    /// Further measured figures by name (the waiting-room scenarios:
+    /// ratios to the same run's baseline, Redis commands per request, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub figures: BTreeMap<String, f64>,
 }
 
 impl Row {
@@ -120,6 +124,7 @@ impl Row {
             exact: reps.iter().all(|r| r.violations.is_empty()),
             violations: reps.iter().flat_map(|r| r.violations.clone()).collect(),
             held_twice: reps.iter().filter_map(|r| r.held_twice).max(),
+            figures: BTreeMap::new(),
         }
     }
 }

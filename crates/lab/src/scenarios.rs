@@ -95,6 +95,8 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
             Scenario::SeatRace | Scenario::BatchRace => {
                 plan.extend(service_rows.map(|s| (*scenario, s, None)))
             }
+            // run on app instances of their own (`crate::room`)
+            Scenario::WaitingRoom | Scenario::OnSale => {}
             Scenario::Sustained => {
                 for target in ["hot-row", "distinct-rows"] {
                     plan.extend(raw_rows.iter().map(|r| (*scenario, *r, Some(target))));
@@ -133,6 +135,9 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
                 Scenario::BatchRace => batch_race(env, config, subject, next_id).await,
                 Scenario::Sustained => {
                     sustained(env, config, subject, target == Some("hot-row"), next_id).await
+                }
+                Scenario::WaitingRoom | Scenario::OnSale => {
+                    bail!("{} runs on app instances of its own", scenario.as_str())
                 }
             }
             .with_context(|| {

@@ -46,7 +46,7 @@ impl Prefix {
         Ok(Self(prefix.to_owned()))
     }
 
-    fn tag(&self, name: &str) -> String {
+    pub(crate) fn tag(&self, name: &str) -> String {
         if self.0.is_empty() {
             format!("{{{name}}}")
         } else {

@@ -1,8 +1,9 @@
-//! Redis adapters. The domain's lock port ([`DistributedLock`]) in three
+//! Redis adapters: the domain's lock port ([`DistributedLock`]) in three
 //! kinds over one connection, one subscriber and one set of counters per
 //! process ([`RedisLocks`] and its handles `simple()`, `spin()`,
-//! `pubsub()`), and over N independent masters ([`RedLock`],
-//! `redis-redlock`).
+//! `pubsub()`) and over N independent masters ([`RedLock`],
+//! `redis-redlock`); and the waiting room port ([`RedisWaitingRoom`], one
+//! Lua script per step, see `docs/waiting-room.md`).
 //!
 //! Every lock guarantees: mutual exclusion per key while the lease lasts;
 //! a random owner token per acquisition, and a release that never deletes
@@ -32,6 +33,7 @@ mod keys;
 mod lock;
 mod locks;
 mod redlock;
+mod room;
 mod scripts;
 mod settings;
 mod subscriber;
@@ -44,4 +46,5 @@ pub use concert_inprocess::LockStats;
 pub use lock::{RedisHeld, RedisLock};
 pub use locks::RedisLocks;
 pub use redlock::{RedLock, RedLockHeld};
+pub use room::{ROOM_KEEP, RedisWaitingRoom};
 pub use settings::RedisLockSettings;

@@ -126,6 +126,62 @@ impl OwnRedis {
         }
     }
 
+    /// `INFO <section>`: the server's report, as text.
+    pub async fn info(&self, section: &str) -> anyhow::Result<String> {
+        let mut stream = timeout(
+            Duration::from_secs(2),
+            TcpStream::connect(("127.0.0.1", self.port)),
+        )
+        .await
+        .context("connecting for INFO")??;
+        stream
+            .write_all(format!("INFO {section}\r\n").as_bytes())
+            .await?;
+        let read = async {
+            // a bulk string: `$<len>\r\n<len bytes>\r\n`
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n") {
+                stream.read_exact(&mut byte).await?;
+                head.push(byte[0]);
+            }
+            let len: usize = std::str::from_utf8(&head)?
+                .trim()
+                .strip_prefix('$')
+                .context("INFO did not answer a bulk string")?
+                .parse()?;
+            let mut body = vec![0u8; len + 2];
+            stream.read_exact(&mut body).await?;
+            body.truncate(len);
+            anyhow::Ok(String::from_utf8(body)?)
+        };
+        timeout(Duration::from_secs(2), read)
+            .await
+            .context("reading INFO")?
+    }
+
+    /// Commands executed since start, by name (`INFO commandstats`),
+    /// including those run inside scripts.
+    pub async fn command_calls(&self) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+        let text = self.info("commandstats").await?;
+        let mut calls = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("cmdstat_") else {
+                continue;
+            };
+            let Some((name, stats)) = rest.split_once(':') else {
+                continue;
+            };
+            let n = stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            calls.insert(name.to_owned(), n);
+        }
+        Ok(calls)
+    }
+
     /// `SIGSTOP`: it stops answering, connections stay open.
     pub fn pause(&self) {
         let _ = signal(self.pid(), "STOP");

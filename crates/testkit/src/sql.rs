@@ -590,6 +590,33 @@ impl Sql {
         .context("checking sold seats")
     }
 
+    /// How many seats of `concert`'s schedules are `SOLD`.
+    pub async fn sold_seats_of_concert(&self, concert: ConcertId) -> anyhow::Result<u64> {
+        self.count(
+            "SELECT COUNT(*) AS n FROM seats s JOIN schedules sc ON sc.id = s.schedule_id \
+             WHERE sc.concert_id = ? AND s.status = 'SOLD'",
+            &[concert.get()],
+        )
+        .await
+        .context("counting sold seats")
+    }
+
+    /// How many seats were sold more than once: seats with more than one
+    /// `CONFIRMED` reservation or more than one `PAID` payment. Must always
+    /// be 0.
+    pub async fn double_sales(&self) -> anyhow::Result<u64> {
+        self.count(
+            "SELECT COUNT(*) AS n FROM ( \
+               SELECT r.seat_id FROM reservations r \
+               LEFT JOIN payments p ON p.reservation_id = r.id AND p.status = 'PAID' \
+               WHERE r.status = 'CONFIRMED' OR p.id IS NOT NULL \
+               GROUP BY r.seat_id HAVING COUNT(DISTINCT r.id) > 1 OR COUNT(p.id) > 1) d",
+            &[],
+        )
+        .await
+        .context("counting double sales")
+    }
+
     /// The number of concerts and schedules stored.
     pub async fn catalogue_size(&self) -> anyhow::Result<(u64, u64)> {
         let concerts = self

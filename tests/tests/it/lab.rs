@@ -205,3 +205,70 @@ async fn lab_http_drives_a_running_server_exactly() {
     let steady = &rows[2];
     assert_eq!((steady.tasks, steady.successes), (40, 40));
 }
+
+/// The waiting-room scenarios, small: two app instances on a redis-server
+/// of the lab's own, every exactness check passing, one Redis round trip
+/// per room request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_waiting_room_and_on_sale_runs_are_exact() {
+    let out = std::env::temp_dir().join(format!("lab-{}", uuid::Uuid::new_v4().simple()));
+    let config = LabConfig {
+        scenarios: concert_lab::Scenario::ROOM.to_vec(),
+        out_dir: out.clone(),
+        database_url: format!("{}/unused", server_url()),
+        redis_url: redis_url(),
+        progress: false,
+        room: concert_lab::config::RoomLabConfig {
+            users: 300,
+            on_sale_users: 200,
+            connections: 16,
+            live_requests: 300,
+            limit: 10,
+            max_poll: Some(std::time::Duration::from_millis(300)),
+            ..Default::default()
+        },
+        ..LabConfig::default()
+    };
+    let results = concert_lab::run(&config)
+        .await
+        .expect("the room lab runs are exact");
+    let rows = &results.rows;
+    let labels: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.scenario.as_str(), r.strategy.as_str()))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            ("waiting-room", "health-live"),
+            ("waiting-room", "enter"),
+            ("waiting-room", "poll"),
+            ("on-sale", "room-on")
+        ]
+    );
+    assert!(rows.iter().all(|r| r.exact), "{rows:#?}");
+    let figure = |strategy: &str, name: &str| -> f64 {
+        let row = rows.iter().find(|r| r.strategy == strategy).unwrap();
+        *row.figures
+            .get(name)
+            .unwrap_or_else(|| panic!("{strategy} {name}: {:?}", row.figures))
+    };
+    for strategy in ["enter", "poll"] {
+        let trips = figure(strategy, "redis_round_trips_per_request");
+        assert!((trips - 1.0).abs() < 0.02, "{strategy}: {trips}");
+        assert!(figure(strategy, "vs_health_live") > 0.0);
+    }
+    let enter = find(rows, "waiting-room", "enter", None);
+    assert_eq!((enter.tasks, enter.successes), (300, 300));
+    assert!(figure("poll", "max_admitted_sampled") <= 10.0);
+    assert_eq!(figure("poll", "leaves"), 300.0);
+    let on_sale = find(rows, "on-sale", "room-on", None);
+    assert_eq!((on_sale.tasks, on_sale.successes), (200, 150));
+    assert_eq!(figure("room-on", "double_sales"), 0.0);
+    assert_eq!(figure("room-on", "users_answered"), 200.0);
+    assert_eq!(figure("room-on", "users_paid"), 150.0);
+    assert!(figure("room-on", "max_admitted_sampled") <= 10.0);
+    let json = std::fs::read_to_string(out.join("results.json")).unwrap();
+    assert!(json.contains("redis_round_trips_per_request"));
+    let _ = std::fs::remove_dir_all(out);
+}

@@ -10,8 +10,12 @@ mod seats;
 mod lock_contract;
 mod lock_seats;
 
+// waiting room adapters
+mod room_contract;
+
 // HTTP API end to end
 mod api;
+mod waiting_room;
 
 // cancel, refund, several seats, limits, administration, API edges,
 // metrics, and the audit of the stored data's invariants

@@ -45,6 +45,9 @@ pub enum RoomStatus {
     Admitted { until: DateTime<Utc> },
     /// Everything is sold; nobody more is admitted.
     SoldOut,
+    /// The service runs without a waiting room: everyone may reserve and
+    /// pay, without end (shown as admitted).
+    Unrestricted,
 }
 
 /// What the room adapter reports for one user, with what the service needs
@@ -80,18 +83,34 @@ impl RoomEntry {
     /// every [`MIN_POLL`], at most every [`MAX_POLL`] and always well within
     /// the idle time (half of it), so that polling keeps the place. Admitted
     /// users poll at the maximum pace (their admission has a known end).
+    ///
+    /// The wait is `position / rate`. Before any admission was observed,
+    /// it is the bound the rules give: each of the `active_limit` places
+    /// frees at the latest when its admission lapses, so the user at
+    /// `position` is admitted within `ceil(position / limit)` admissions.
     pub fn from_view(concert: ConcertId, user: UserId, view: RoomView, rules: RoomRules) -> Self {
         let ceiling = MAX_POLL.min(rules.idle / 2).max(MIN_POLL);
         let (estimated_wait, poll_after) = match view.status {
             RoomStatus::Waiting { position } => {
-                let wait = (view.admission_rate > 0.0)
-                    .then(|| Duration::from_secs_f64(position as f64 / view.admission_rate));
-                let poll = wait
+                let observed = (view.admission_rate > 0.0).then(|| {
+                    Duration::try_from_secs_f64(position as f64 / view.admission_rate)
+                        .unwrap_or(Duration::MAX)
+                });
+                let poll = observed
                     .map(|w| (w / 2).clamp(MIN_POLL, ceiling))
                     .unwrap_or(ceiling.min(Duration::from_secs(5)).max(MIN_POLL));
-                (Some(wait.unwrap_or(ceiling)), poll)
+                let bound = || {
+                    let rounds = position.div_ceil(u64::from(rules.active_limit.max(1)));
+                    rules
+                        .admission
+                        .checked_mul(u32::try_from(rounds).unwrap_or(u32::MAX))
+                        .unwrap_or(Duration::MAX)
+                };
+                (Some(observed.unwrap_or_else(bound)), poll)
             }
-            RoomStatus::Admitted { .. } | RoomStatus::SoldOut => (None, ceiling),
+            RoomStatus::Admitted { .. } | RoomStatus::SoldOut | RoomStatus::Unrestricted => {
+                (None, ceiling)
+            }
         };
         Self {
             concert,
@@ -99,6 +118,18 @@ impl RoomEntry {
             status: view.status,
             estimated_wait,
             poll_after,
+        }
+    }
+
+    /// The entry of a service that runs without a waiting room: everyone
+    /// is admitted, with no end, and has no reason to poll soon.
+    pub fn unrestricted(concert: ConcertId, user: UserId) -> Self {
+        Self {
+            concert,
+            user,
+            status: RoomStatus::Unrestricted,
+            estimated_wait: None,
+            poll_after: MAX_POLL,
         }
     }
 }
@@ -130,7 +161,13 @@ mod tests {
         assert_eq!(far.poll_after, MAX_POLL);
         let unknown = entry(RoomStatus::Waiting { position: 3 }, 0.0);
         assert_eq!(unknown.poll_after, Duration::from_secs(5));
-        assert!(unknown.estimated_wait.is_some());
+        // no rate yet: bounded by one admission time per `limit` users ahead
+        assert_eq!(unknown.estimated_wait, Some(Duration::from_secs(600)));
+        let behind = entry(RoomStatus::Waiting { position: 201 }, 0.0);
+        assert_eq!(behind.estimated_wait, Some(Duration::from_secs(1800)));
+        let tiny = entry(RoomStatus::Waiting { position: u64::MAX }, 1e-300);
+        assert_eq!(tiny.estimated_wait, Some(Duration::MAX));
+        assert_eq!(tiny.poll_after, MAX_POLL);
     }
 
     #[test]

@@ -53,9 +53,15 @@ impl PaymentService {
     pub async fn pay(&self, cmd: PayReservation) -> Result<Payment, PayError> {
         let schedule = match &self.room {
             Some(room) => {
-                // The gate needs the concert: the reservation names it.
+                // The gate needs the concert: the reservation names it. A
+                // reservation that is no longer held cannot be paid: the
+                // request changes nothing (an idempotent repeat answers
+                // the first payment, anything else is refused below), so
+                // it passes the gate, whose admission may rightly have
+                // ended with that first payment.
                 let held = self.ports.queries.reservation(cmd.reservation).await?;
                 match held.filter(|r| r.is_visible_to(cmd.user)) {
+                    Some(r) if r.status != ReservationStatus::Held => None,
                     Some(r) if !room.admits(cmd.user, r.schedule).await? => {
                         return Err(PayError::NotAdmitted);
                     }

@@ -3,16 +3,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::error::{Failure, QueryError};
 use crate::ids::{ConcertId, ScheduleId, UserId};
 use crate::model::catalogue::SeatStatus;
-use crate::model::room::{RoomEntry, RoomRules};
+use crate::model::room::{RoomEntry, RoomRules, RoomStatus, RoomView};
 use crate::model::seat::ReservationStatus;
 use crate::ports::WaitingRoom;
-use crate::services::Ports;
+use crate::services::{Ports, chrono_duration};
 
 /// The waiting room use cases.
 #[derive(Clone)]
@@ -24,12 +25,21 @@ pub struct WaitingRoomService {
 }
 
 /// Catalogue facts that never change once true, remembered so that the
-/// crowd's polls and gate checks do not each cost a database read.
+/// crowd's polls and gate checks do not each cost a database read; and
+/// when each concert's sold-out mark was last checked against the seats.
 #[derive(Default)]
 struct Known {
     concerts: HashSet<ConcertId>,
     schedules: HashMap<ScheduleId, ConcertId>,
+    sold_out_checked: HashMap<ConcertId, DateTime<Utc>>,
 }
+
+/// How often an instance checks a room's sold-out mark against the seats
+/// (on an entry). The mark is set at once by the payment that sells the
+/// last seat and cleared by a refund or a new schedule; this check repairs
+/// it when the room's state was lost (its store restarted empty) or when a
+/// refund and a last sale raced.
+pub const SOLD_OUT_RECHECK: Duration = Duration::from_secs(10);
 
 impl WaitingRoomService {
     pub fn new(ports: Ports, room: Arc<dyn WaitingRoom>, rules: RoomRules) -> Self {
@@ -54,11 +64,55 @@ impl WaitingRoomService {
     #[tracing::instrument(skip(self))]
     pub async fn enter(&self, user: UserId, concert: ConcertId) -> Result<RoomEntry, QueryError> {
         self.require_concert(concert).await?;
-        let view = self
-            .room
-            .enter(concert, user, self.ports.clock.now())
-            .await?;
+        let now = self.ports.clock.now();
+        let mut view = self.room.enter(concert, user, now).await?;
+        if self.sold_out_check_due(concert, now) {
+            match self.repair_sold_out(concert, user, now, view).await {
+                Ok(repaired) => view = repaired,
+                Err(e) => {
+                    tracing::warn!(error = %e, %concert, "waiting room sold-out mark not checked");
+                }
+            }
+        }
         Ok(RoomEntry::from_view(concert, user, view, self.rules))
+    }
+
+    /// True (and noted) when this instance last checked the concert's
+    /// sold-out mark more than [`SOLD_OUT_RECHECK`] ago.
+    fn sold_out_check_due(&self, concert: ConcertId, now: DateTime<Utc>) -> bool {
+        let mut known = self.known();
+        let due = known
+            .sold_out_checked
+            .get(&concert)
+            .is_none_or(|at| *at + chrono_duration(SOLD_OUT_RECHECK) <= now || *at > now);
+        if due {
+            known.sold_out_checked.insert(concert, now);
+        }
+        due
+    }
+
+    /// Sets the room's sold-out mark from the seats when it disagrees with
+    /// `view`, and returns the user's view after it.
+    async fn repair_sold_out(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        now: DateTime<Utc>,
+        view: RoomView,
+    ) -> Result<RoomView, Failure> {
+        let marked = match view.status {
+            RoomStatus::SoldOut => true,
+            RoomStatus::Waiting { .. } => false,
+            // an admitted user's view does not show the mark
+            RoomStatus::Admitted { .. } | RoomStatus::Unrestricted => return Ok(view),
+        };
+        let sold_out = self.sold_out(concert, now).await?;
+        if sold_out == marked {
+            return Ok(view);
+        }
+        tracing::info!(%concert, sold_out, "waiting room sold-out mark repaired");
+        self.room.set_sold_out(concert, sold_out).await?;
+        self.room.enter(concert, user, now).await
     }
 
     /// Where the user stands; polling keeps a waiting entry alive.
@@ -152,11 +206,13 @@ impl WaitingRoomService {
                 break;
             }
         }
-        if !holds_more {
-            self.room.release(concert, user, now).await?;
-        }
+        // Sold out first: the place the release frees must not go to a
+        // waiting user when nothing is left to sell.
         if self.sold_out(concert, now).await? {
             self.room.set_sold_out(concert, true).await?;
+        }
+        if !holds_more {
+            self.room.release(concert, user, now).await?;
         }
         Ok(())
     }
@@ -359,5 +415,99 @@ mod tests {
             room.get(UserId::from(2), concert).await,
             Err(QueryError::NotFound("waiting-room entry"))
         ));
+    }
+
+    #[tokio::test]
+    async fn an_entry_repairs_a_lost_sold_out_mark_at_most_every_few_seconds() {
+        let marked = Arc::new(AtomicBool::new(false));
+        let mut room = MockWaitingRoom::new();
+        room.expect_is_admitted().returning(|_, _, _| Ok(true));
+        room.expect_release().returning(|_, _, _| Ok(()));
+        let mark = marked.clone();
+        room.expect_set_sold_out().returning(move |_, sold_out| {
+            mark.store(sold_out, Ordering::SeqCst);
+            Ok(())
+        });
+        let mark = marked.clone();
+        room.expect_enter().returning(move |_, _, _| {
+            Ok(RoomView {
+                status: if mark.load(Ordering::SeqCst) {
+                    RoomStatus::SoldOut
+                } else {
+                    RoomStatus::Waiting { position: 1 }
+                },
+                admission_rate: 0.0,
+            })
+        });
+        let (svc, store, schedule, concert) = services_with(room);
+        for n in 1..=50u64 {
+            let user = UserId::from(n);
+            store.set_balance(user, 500);
+            let r = svc
+                .reservations
+                .reserve(ReserveSeat {
+                    user,
+                    schedule,
+                    seat: seat(n as i64),
+                })
+                .await
+                .unwrap();
+            svc.payments
+                .pay(PayReservation {
+                    user,
+                    reservation: r.id,
+                    idempotency: None,
+                })
+                .await
+                .unwrap();
+        }
+        assert!(marked.load(Ordering::SeqCst), "the last sale marks it");
+        let room = svc.waiting_room.as_ref().unwrap();
+        // the room's state is lost (its store restarted empty)
+        marked.store(false, Ordering::SeqCst);
+        let entry = room.enter(UserId::from(99), concert).await.unwrap();
+        assert_eq!(entry.status, RoomStatus::SoldOut, "repaired on entry");
+        // lost again: not checked again before SOLD_OUT_RECHECK has passed
+        marked.store(false, Ordering::SeqCst);
+        let entry = room.enter(UserId::from(98), concert).await.unwrap();
+        assert_eq!(entry.status, RoomStatus::Waiting { position: 1 });
+    }
+
+    #[tokio::test]
+    async fn paying_again_with_the_same_key_needs_no_admission() {
+        let admitted = Arc::new(AtomicBool::new(true));
+        let mut room = MockWaitingRoom::new();
+        let gate = admitted.clone();
+        room.expect_is_admitted()
+            .returning(move |_, _, _| Ok(gate.load(Ordering::SeqCst)));
+        let gate = admitted.clone();
+        room.expect_release().times(1).returning(move |_, _, _| {
+            gate.store(false, Ordering::SeqCst);
+            Ok(())
+        });
+        room.expect_set_sold_out().never();
+        let (svc, store, schedule, _) = services_with(room);
+        let user = UserId::from(1);
+        store.set_balance(user, 1_000);
+        let r = svc
+            .reservations
+            .reserve(ReserveSeat {
+                user,
+                schedule,
+                seat: seat(1),
+            })
+            .await
+            .unwrap();
+        let pay = PayReservation {
+            user,
+            reservation: r.id,
+            idempotency: Some(IdempotencyKey::new("k-1").unwrap()),
+        };
+        let first = svc.payments.pay(pay.clone()).await.unwrap();
+        assert!(!admitted.load(Ordering::SeqCst), "the payment ended it");
+        let again = svc.payments.pay(pay).await.unwrap();
+        assert_eq!(again.id, first.id);
+        assert_eq!(store.payments().len(), 1);
+        assert_eq!(store.balance(user), 500);
     }
 }

@@ -17,6 +17,7 @@ pub mod health;
 pub mod payments;
 pub mod points;
 pub mod reservations;
+pub mod waiting_room;
 
 use actix_web::dev::{ServiceFactory, ServiceRequest};
 use actix_web::http::header;
@@ -35,6 +36,9 @@ where
         .service(catalogue::get_concert)
         .service(catalogue::list_schedules)
         .service(catalogue::list_seats)
+        .service(waiting_room::enter_room)
+        .service(waiting_room::poll_room)
+        .service(waiting_room::leave_room)
         .service(reservations::reserve)
         .service(reservations::reserve_batch)
         .service(reservations::list_reservations)

@@ -13,10 +13,13 @@ use crate::openapi::{ApiDoc, OPENAPI_PATH, listed_problems, operations};
 
 /// Every (method, path) of the contract (api.md, with its additions made
 /// so far).
-const CONTRACT: [(&str, &str); 20] = [
+const CONTRACT: [(&str, &str); 23] = [
     ("GET", "/api/v1/concerts"),
     ("GET", "/api/v1/concerts/{concertId}"),
     ("GET", "/api/v1/concerts/{concertId}/schedules"),
+    ("POST", "/api/v1/concerts/{concertId}/waiting-room"),
+    ("GET", "/api/v1/concerts/{concertId}/waiting-room"),
+    ("DELETE", "/api/v1/concerts/{concertId}/waiting-room"),
     ("GET", "/api/v1/schedules/{scheduleId}/seats"),
     ("POST", "/api/v1/reservations"),
     ("GET", "/api/v1/reservations"),
@@ -301,7 +304,7 @@ fn parameters_are_typed_and_bounded() {
             }
         }
     }
-    assert_eq!(ids, 8);
+    assert_eq!(ids, 11);
     assert_eq!(
         schemas["ReservationStatus"]["enum"],
         serde_json::json!(["HELD", "CONFIRMED", "EXPIRED", "CANCELLED", "REFUNDED"])

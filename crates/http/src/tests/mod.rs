@@ -13,6 +13,7 @@ mod payments;
 mod points;
 mod reservations;
 mod validation;
+mod waiting_room;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
