@@ -26,6 +26,7 @@ mod error;
 mod idempotency;
 mod migrate;
 mod outbox;
+mod outbox_feed;
 mod payments;
 mod pool;
 mod prepared;
