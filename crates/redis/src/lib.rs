@@ -1,4 +1,6 @@
-//! Redis adapters. Today: the domain's lock port ([`DistributedLock`]) in
+//! Redis adapters: the event streams ([`streams`]: the relay's publisher, a
+//! consumer runtime on consumer groups, tail and status) and the domain's
+//! lock port ([`DistributedLock`]) in
 //! three kinds over one connection, one subscriber and one set of counters
 //! per process ([`RedisLocks`] and its handles `simple()`, `spin()`,
 //! `pubsub()`).
@@ -32,6 +34,7 @@ mod lock;
 mod locks;
 mod scripts;
 mod settings;
+pub mod streams;
 mod subscriber;
 
 #[cfg(test)]
@@ -42,3 +45,4 @@ pub use concert_inprocess::LockStats;
 pub use lock::{RedisHeld, RedisLock};
 pub use locks::RedisLocks;
 pub use settings::RedisLockSettings;
+pub use streams::{RedisStreams, StreamSettings};
