@@ -9,6 +9,8 @@
 //!   shared lock, and a release hands the shared lock to the next local
 //!   request in memory (bounded streaks), so a hot key costs the lock
 //!   service one round trip per streak, not per request.
+//! - [`SeatMapCache`]: seat maps and bookable dates served from memory,
+//!   kept current by invalidation (own commits, events, age).
 //!
 //! And the building blocks every lock adapter of the workspace shares
 //! (the Redis locks build on them too, so the lease rules exist once):
@@ -23,10 +25,12 @@ mod clock;
 pub mod lease;
 mod local;
 mod relay;
+mod seatmap;
 pub mod stats;
 pub mod waiters;
 
 pub use clock::SystemClock;
 pub use local::{LocalHeld, LocalLock};
 pub use relay::{MAX_STREAK, MAX_STREAK_AGE, Relay};
+pub use seatmap::{SeatMapCache, SeatMapStats};
 pub use stats::LockStats;
