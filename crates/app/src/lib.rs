@@ -2,6 +2,7 @@
 //! wiring that picks an adapter for every port. `main` only bootstraps.
 
 pub mod cli;
+pub mod events;
 pub mod seed;
 pub mod settings;
 pub mod strategies;
@@ -38,6 +39,9 @@ pub struct Infrastructure {
     pub store: MysqlStore,
     pub redis: Option<RedisLocks>,
     pub clock: Arc<dyn Clock>,
+    /// What the ports are wrapped with for events (commit listener,
+    /// seat-map cache).
+    pub events: events::EventPorts,
 }
 
 impl Infrastructure {
@@ -54,8 +58,10 @@ impl Infrastructure {
         } else {
             None
         };
+        let store = MysqlStore::new(db.clone());
         Ok(Self {
-            store: MysqlStore::new(db.clone()),
+            events: events::EventPorts::new(&settings.events, Arc::new(store.clone())),
+            store,
             db,
             redis,
             clock: overrides
@@ -68,9 +74,9 @@ impl Infrastructure {
     /// The ports every use case draws from.
     pub fn ports(&self) -> Ports {
         Ports {
-            transactions: Arc::new(self.store.clone()),
+            transactions: self.events.transactions(Arc::new(self.store.clone())),
             queries: Arc::new(self.store.clone()),
-            catalogue: Arc::new(self.store.clone()),
+            catalogue: self.events.catalogue(),
             clock: self.clock.clone(),
         }
     }
@@ -174,6 +180,7 @@ pub struct Application {
     port: u16,
     server: concert_http::Server,
     background: Vec<tokio::task::JoinHandle<()>>,
+    events: events::EventsRuntime,
     db: Db,
 }
 
@@ -203,6 +210,7 @@ impl Application {
         if !settings.sweep_interval.is_zero() {
             background.push(spawn_sweeper(services.clone(), settings.sweep_interval));
         }
+        let events = events::EventsRuntime::start(&settings, &infra).await?;
         let state = AppState {
             services,
             auth: auth(&settings),
@@ -227,12 +235,18 @@ impl Application {
             port,
             server,
             background,
+            events,
             db: infra.db,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The background event work (relay, consumers, seat-map cache).
+    pub fn events(&self) -> &events::EventsRuntime {
+        &self.events
     }
 
     /// Serves until SIGINT/SIGTERM: then stops accepting, lets the accepted
@@ -244,6 +258,7 @@ impl Application {
         for task in self.background {
             task.abort();
         }
+        self.events.stop().await;
         self.db.close();
         tracing::info!("stopped");
         result.context("HTTP server failed")
