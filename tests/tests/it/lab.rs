@@ -29,6 +29,7 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
         seat_users: 30,
         sustained_ops: 40,
         sustained_workers: 4,
+        read_requests: 640,
         out_dir: out.clone(),
         database_url: format!("{}/unused", server_url()),
         redis_url: redis_url(),
@@ -41,8 +42,9 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
         .expect("the lab run is exact");
 
     // point-use: 2 raw + 8 strategies; point-charge: 2; seat-race: 8;
-    // sustained: (2 raw + 8) x 2 targets
-    assert_eq!(rows.len(), 10 + 2 + 8 + 20);
+    // sustained: (2 raw + 8) x 2 targets; relay: 1; seat-map: 2 servers x
+    // 2 endpoints
+    assert_eq!(rows.len(), 10 + 2 + 8 + 20 + 1 + 4);
     assert!(rows.iter().all(|r| r.exact && r.reps == 2));
 
     // 20 tasks of 500 from 5000: exactly 10 fit, whoever serialises them
@@ -93,6 +95,20 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
         (hot.tasks, hot.successes, hot.final_balance),
         (40, 40, Some(0))
     );
+
+    // the relay published every committed use once, nothing rolled back,
+    // and its lag percentiles are there
+    let relay = find(&rows, "relay", "pessimistic+relay", Some("publish-lag"));
+    assert_eq!((relay.tasks, relay.successes), (40, 36));
+    assert_eq!(relay.attempts, 36, "one event per committed use");
+    assert!(relay.p99_ms.is_some());
+    // every seat-map and health request answered 200
+    for server in ["cache-on", "cache-off"] {
+        for target in ["health-live", "seats"] {
+            let row = find(&rows, "seat-map", server, Some(target));
+            assert_eq!((row.tasks, row.successes), (640, 640), "{server} {target}");
+        }
+    }
 
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();

@@ -13,5 +13,11 @@ mod lock_seats;
 // HTTP API end to end
 mod api;
 
+// events: relay, consumers, the event-fed seat map
+mod events;
+mod events_consumers;
+mod events_relay;
+mod seat_map;
+
 // the concurrency lab, small
 mod lab;
