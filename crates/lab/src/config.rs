@@ -13,14 +13,20 @@ pub enum Scenario {
     PointCharge,
     SeatRace,
     Sustained,
+    /// The outbox relay's publish lag under the sustained load.
+    Relay,
+    /// Seat-map reads over HTTP against `/health/live`.
+    SeatMap,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::PointUse,
         Scenario::PointCharge,
         Scenario::SeatRace,
         Scenario::Sustained,
+        Scenario::Relay,
+        Scenario::SeatMap,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -29,6 +35,8 @@ impl Scenario {
             Scenario::PointCharge => "point-charge",
             Scenario::SeatRace => "seat-race",
             Scenario::Sustained => "sustained",
+            Scenario::Relay => "relay",
+            Scenario::SeatMap => "seat-map",
         }
     }
 }
@@ -67,6 +75,8 @@ pub struct LabConfig {
     /// sustained: operations and workers
     pub sustained_ops: usize,
     pub sustained_workers: usize,
+    /// seat-map: requests per endpoint and repetition (over 64 connections)
+    pub read_requests: usize,
     /// Where results.json and the charts go.
     pub out_dir: PathBuf,
     pub database_url: String,
@@ -96,6 +106,7 @@ impl Default for LabConfig {
             seat_users: 1_000,
             sustained_ops: 1_000,
             sustained_workers: 16,
+            read_requests: 32_000,
             out_dir: PathBuf::from("target/lab"),
             database_url: "mysql://root@127.0.0.1:3306/concert".into(),
             redis_url: "redis://127.0.0.1:6379".into(),
@@ -110,7 +121,8 @@ pub const USAGE: &str = "usage: lab [options]            run experiments on a fr
        lab http --base-url URL   drive a running server through its API
 
 options:
-  --scenarios a,b     point-use, point-charge, seat-race, sustained (default: all)
+  --scenarios a,b     point-use, point-charge, seat-race, sustained, relay,
+                      seat-map (default: all)
   --strategies a,b    optimistic, optimistic-retry, pessimistic, atomic, local,
                       redis-simple, redis-spin, redis-pubsub (default: all)
   --reps N            repetitions per row (default 5); rows report median, min, max
@@ -120,7 +132,8 @@ options:
   --charge-tasks N    point-charge tasks (default 100)
   --users N           seat-race users (default 1000)
   --ops N             sustained operations (default 1000)
-  --workers N         sustained workers (default 16)
+  --workers N         sustained workers (default 16; also the relay load's)
+  --reads N           seat-map requests per endpoint and repetition (default 32000)
   --pool N            MySQL pool size (default 32)
   --out DIR           output directory (default target/lab)
   --no-progress       no progress line
@@ -161,6 +174,7 @@ impl LabConfig {
                 "--users" => c.seat_users = number(flag, &value()?)?,
                 "--ops" => c.sustained_ops = number(flag, &value()?)?,
                 "--workers" => c.sustained_workers = number(flag, &value()?)?,
+                "--reads" => c.read_requests = number(flag, &value()?)?,
                 "--pool" => c.db_pool_size = number(flag, &value()?)?,
                 "--out" => c.out_dir = PathBuf::from(value()?),
                 "--no-progress" => c.progress = false,
@@ -218,7 +232,7 @@ mod tests {
         );
         assert_eq!(c.reps, 5);
         assert_eq!(c.seat_users, 1000);
-        assert_eq!(c.scenarios.len(), 4);
+        assert_eq!(c.scenarios.len(), 6);
         assert_eq!(c.strategies.len(), concert_app::REGISTRY.len());
     }
 

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod env;
+pub mod events;
 pub mod http;
 pub mod progress;
 pub mod report;

@@ -93,6 +93,8 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
                     .map(|s| (*scenario, Subject::Service(StrategyName::named(s)), None)),
             ),
             Scenario::SeatRace => plan.extend(service_rows.map(|s| (*scenario, s, None))),
+            // their own set-up: run after the others
+            Scenario::Relay | Scenario::SeatMap => {}
             Scenario::Sustained => {
                 for target in ["hot-row", "distinct-rows"] {
                     plan.extend(raw_rows.iter().map(|r| (*scenario, *r, Some(target))));
@@ -131,6 +133,7 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
                 Scenario::Sustained => {
                     sustained(env, config, subject, target == Some("hot-row"), next_id).await
                 }
+                Scenario::Relay | Scenario::SeatMap => continue,
             }
             .with_context(|| {
                 format!(
@@ -156,7 +159,14 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
                 reps,
             )
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let mut rows = rows;
+    if config.scenarios.contains(&Scenario::Relay) {
+        rows.extend(crate::events::relay(env, config).await?);
+    }
+    if config.scenarios.contains(&Scenario::SeatMap) {
+        rows.extend(crate::events::seat_map(env, config).await?);
+    }
     Ok(rows)
 }
 
