@@ -189,6 +189,37 @@ async fn each_group_handles_each_event_once_whatever_the_duplicates() {
     .await;
 }
 
+/// With no de-duplication marks (`remember` zero, for idempotent
+/// handlers), a repeat published after the first copy was handled reaches
+/// the handler again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_marks_a_later_repeat_is_handled_again() {
+    let s = Streams::new();
+    let recorder = Arc::new(Recorder::default());
+    let consumer = s
+        .streams
+        .consumer(
+            ConsumerConfig {
+                remember: Duration::ZERO,
+                ..config("forgetful", "f")
+            },
+            recorder.clone(),
+        )
+        .spawn();
+    s.publish(&["e1"]).await;
+    eventually("the first copy handled", || async {
+        (recorder.handled().len() == 1).then_some(())
+    })
+    .await;
+    s.publish(&["e1"]).await;
+    eventually("the repeat handled", || async {
+        (recorder.handled().len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(recorder.handled(), ["e1", "e1"]);
+    assert_eq!(consumer.stats().duplicates, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_event_is_retried_then_dead_lettered() {
     let s = Streams::new();

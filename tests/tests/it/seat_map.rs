@@ -149,6 +149,15 @@ async fn the_seat_map_follows_events_across_instances() {
     .await;
     shows(&b, schedule, 8, "AVAILABLE").await;
 
+    // B consumed all six reservation events (its only invalidations: it
+    // made no write itself), and was live throughout
+    eventually("B consumed every event", || async {
+        (cache.stats().invalidations >= 6).then_some(())
+    })
+    .await;
+    assert!(cache.is_live());
+    assert_eq!(status_of(&b, schedule, 20).await, "AVAILABLE");
+
     // storage stays the truth for writes: a seat sold behind the cache's
     // back (no event) still reads AVAILABLE on B, but B refuses to hold it
     d.db.sql

@@ -328,8 +328,9 @@ impl EventsRuntime {
                 start: StartAt::New,
                 claim_idle: events.claim_idle,
                 max_attempts: events.max_attempts,
-                // invalidating twice is harmless: remember ids briefly
-                remember: Duration::from_secs(60),
+                // invalidating twice is harmless: no de-duplication marks
+                // (they would cost a write per event and instance)
+                remember: Duration::ZERO,
                 ephemeral: true,
                 block: Duration::from_secs(1),
                 ..ConsumerConfig::new(group.clone(), instance.clone(), &[Stream::Reservations])

@@ -68,7 +68,9 @@ pub struct ConsumerConfig {
     pub claim_idle: Duration,
     /// Handling attempts before an event becomes a dead letter.
     pub max_attempts: u32,
-    /// How long handled event ids are remembered for de-duplication.
+    /// How long handled event ids are remembered for de-duplication (zero:
+    /// not at all, for handlers whose effect is idempotent anyway; repeats
+    /// within one batch are still skipped).
     pub remember: Duration,
     /// Destroy the group when the consumer stops (a group of one process,
     /// such as a per-instance cache's).
@@ -475,11 +477,15 @@ impl Consumer {
                 Err(_) => names.seen(group, &format!("unreadable:{}", d.entry)),
             })
             .collect();
-        let seen: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&seen_keys)
-            .query_async(conn)
-            .await
-            .map_err(failure)?;
+        let seen: Vec<Option<String>> = if self.config.remember.is_zero() {
+            vec![None; seen_keys.len()]
+        } else {
+            redis::cmd("MGET")
+                .arg(&seen_keys)
+                .query_async(conn)
+                .await
+                .map_err(failure)?
+        };
         let mut ack = Vec::new();
         let mut remember = Vec::new();
         let mut dead = Vec::new();
@@ -540,8 +546,8 @@ impl Consumer {
         }
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let remember_ms = self.config.remember.as_millis().max(1) as u64;
-        for key in &remember {
+        let remember_ms = self.config.remember.as_millis() as u64;
+        for key in remember.iter().filter(|_| remember_ms > 0) {
             pipe.cmd("SET")
                 .arg(key)
                 .arg(1)
