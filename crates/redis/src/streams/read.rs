@@ -345,9 +345,11 @@ impl RedisStreams {
         }
     }
 
-    /// A connection of its own for blocking reads, whose replies may take
-    /// `block` plus the usual response time.
-    pub(crate) async fn blocking_connection(
+    /// A connection of its own for blocking reads (`XREAD`/`XREADGROUP ...
+    /// BLOCK`), whose replies may take `block` plus the usual response
+    /// time; a blocking read must not share the multiplexed command
+    /// connection, whose other commands it would hold up.
+    pub async fn blocking_connection(
         &self,
         block: Duration,
     ) -> Result<MultiplexedConnection, Failure> {
