@@ -36,7 +36,8 @@ impl TestRedis {
     }
 }
 
-/// Deletes every key under `prefix` (for tests and apps that used it).
+/// Deletes every key under `prefix` (locks and event streams; for tests and
+/// apps that used it).
 pub fn purge_prefix(url: &str, prefix: &str) {
     let (url, prefix) = (url.to_owned(), prefix.to_owned());
     // Runs on its own thread and runtime: Drop cannot await, and the
@@ -50,6 +51,15 @@ pub fn purge_prefix(url: &str, prefix: &str) {
                 let settings = RedisLockSettings::default();
                 if let Ok(locks) = RedisLocks::connect_lazy(&url, &prefix, settings).await {
                     let _ = locks.purge().await;
+                }
+                // the event streams (`<prefix>:events:*`)
+                let streams = concert_redis::RedisStreams::new(
+                    &url,
+                    &prefix,
+                    concert_redis::StreamSettings::default(),
+                );
+                if let Ok(streams) = streams {
+                    let _ = streams.purge().await;
                 }
             });
         }

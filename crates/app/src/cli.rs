@@ -1,7 +1,9 @@
-//! The command line: `app [serve [--banner] | migrate | seed | token --user N [--admin] | audit]`.
+//! The command line: `app [serve [--banner] | migrate | seed | token --user N [--admin] |
+//! audit | events tail|status|replay]`.
 
 use anyhow::{Context, bail};
-use concert_domain::UserId;
+use chrono::{DateTime, Utc};
+use concert_domain::{Stream, UserId};
 
 pub const USAGE: &str = "usage: app <command>
 
@@ -15,6 +17,14 @@ commands:
                           --admin adds the catalogue-administration role
   audit                   check the stored data's invariants; print every violation
                           with its ids, exit 1 on any
+  events tail [--stream S] [--from-start] [--count N]
+                          print events as they are published, one JSON line
+                          each (S: reservations, points or payments; default
+                          all); --from-start first prints what the streams hold
+  events status           outbox backlog and lag, streams, consumer groups,
+                          dead letters
+  events replay --since T publish again every event published since T
+                          (RFC 3339), under the same ids
 
 Settings come from the environment or a .env file: see README.md.";
 
@@ -22,11 +32,25 @@ Settings come from the environment or a .env file: see README.md.";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Help,
-    Serve { banner: bool },
+    Serve {
+        banner: bool,
+    },
     Migrate,
     Seed,
-    Token { user: UserId, admin: bool },
+    Token {
+        user: UserId,
+        admin: bool,
+    },
     Audit,
+    EventsTail {
+        stream: Option<Stream>,
+        from_start: bool,
+        count: Option<u64>,
+    },
+    EventsStatus,
+    EventsReplay {
+        since: DateTime<Utc>,
+    },
 }
 
 /// Parses the arguments after the program name.
@@ -34,6 +58,9 @@ pub fn parse(args: &[String]) -> anyhow::Result<Command> {
     let Some((command, rest)) = args.split_first() else {
         return Ok(Command::Serve { banner: false });
     };
+    if command == "events" {
+        return parse_events(rest);
+    }
     let flags = Flags::split(rest)?;
     let command = match command.as_str() {
         "-h" | "--help" | "help" => Command::Help,
@@ -58,6 +85,49 @@ pub fn parse(args: &[String]) -> anyhow::Result<Command> {
             }
         }
         other => bail!("unknown command {other:?}\n\n{USAGE}"),
+    };
+    flags.finish(command)
+}
+
+/// `app events <tail | status | replay> ...`.
+fn parse_events(args: &[String]) -> anyhow::Result<Command> {
+    let Some((sub, rest)) = args.split_first() else {
+        bail!("`app events` needs a command: tail, status or replay\n\n{USAGE}");
+    };
+    let flags = Flags::split(rest)?;
+    let command = match sub.as_str() {
+        "tail" => {
+            let stream = flags
+                .value("stream")
+                .map(|s| {
+                    s.parse::<Stream>()
+                        .map_err(|e| anyhow::anyhow!("--stream: {e}"))
+                })
+                .transpose()?;
+            let count = flags
+                .value("count")
+                .map(|n| {
+                    n.parse::<u64>()
+                        .with_context(|| format!("--count takes a number, not {n:?}"))
+                })
+                .transpose()?;
+            Command::EventsTail {
+                stream,
+                from_start: flags.switch("from-start"),
+                count,
+            }
+        }
+        "status" => Command::EventsStatus,
+        "replay" => {
+            let raw = flags
+                .value("since")
+                .context("`app events replay` needs --since <RFC 3339 time>")?;
+            let since = DateTime::parse_from_rfc3339(&raw)
+                .with_context(|| format!("--since takes an RFC 3339 time, not {raw:?}"))?
+                .with_timezone(&Utc);
+            Command::EventsReplay { since }
+        }
+        other => bail!("unknown events command {other:?}\n\n{USAGE}"),
     };
     flags.finish(command)
 }
@@ -158,6 +228,41 @@ mod tests {
                 admin: true
             }
         );
+    }
+
+    #[test]
+    fn events_commands_parse() {
+        assert_eq!(
+            run("events tail").unwrap(),
+            Command::EventsTail {
+                stream: None,
+                from_start: false,
+                count: None
+            }
+        );
+        assert_eq!(
+            run("events tail --stream points --from-start --count 3").unwrap(),
+            Command::EventsTail {
+                stream: Some(Stream::Points),
+                from_start: true,
+                count: Some(3)
+            }
+        );
+        assert_eq!(run("events status").unwrap(), Command::EventsStatus);
+        assert_eq!(
+            run("events replay --since 2030-01-02T03:04:05Z").unwrap(),
+            Command::EventsReplay {
+                since: DateTime::parse_from_rfc3339("2030-01-02T03:04:05Z")
+                    .unwrap()
+                    .with_timezone(&Utc)
+            }
+        );
+        assert!(run("events").is_err());
+        assert!(run("events tail --stream seats").is_err());
+        assert!(run("events tail --count x").is_err());
+        assert!(run("events replay").is_err());
+        assert!(run("events replay --since yesterday").is_err());
+        assert!(run("events purge").is_err());
     }
 
     #[test]

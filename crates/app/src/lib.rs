@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod cli;
+pub mod events;
 pub mod metrics;
 pub mod room;
 pub mod seed;
@@ -45,6 +46,9 @@ pub struct Infrastructure {
     pub clock: Arc<dyn Clock>,
     /// The waiting room, when it is on.
     pub room: Option<room::Room>,
+    /// What the ports are wrapped with for events (commit listener,
+    /// seat-map cache).
+    pub events: events::EventPorts,
 }
 
 impl Infrastructure {
@@ -75,8 +79,10 @@ impl Infrastructure {
                     .context("configuring APP_REDLOCK_URLS")?,
             )
         };
+        let store = MysqlStore::new(db.clone());
         Ok(Self {
-            store: MysqlStore::new(db.clone()),
+            events: events::EventPorts::new(&settings.events, Arc::new(store.clone())),
+            store,
             db,
             redis,
             redlock,
@@ -91,9 +97,9 @@ impl Infrastructure {
     /// The ports every use case draws from.
     pub fn ports(&self) -> Ports {
         Ports {
-            transactions: Arc::new(self.store.clone()),
+            transactions: self.events.transactions(Arc::new(self.store.clone())),
             queries: Arc::new(self.store.clone()),
-            catalogue: Arc::new(self.store.clone()),
+            catalogue: self.events.catalogue(),
             clock: self.clock.clone(),
         }
     }
@@ -136,7 +142,13 @@ impl Infrastructure {
         };
         let services = Services::new(self.ports(), controls, settings.policy);
         Ok(match &self.room {
-            Some(room) => services.with_waiting_room(room.port(), settings.waiting_room.rules),
+            // the room decides "sold out" on storage, never on the seat-map
+            // cache
+            Some(room) => services.with_waiting_room_over(
+                room.port(),
+                settings.waiting_room.rules,
+                Arc::new(self.store.clone()),
+            ),
             None => services,
         })
     }
@@ -236,6 +248,7 @@ pub struct Application {
     port: u16,
     server: concert_http::Server,
     background: Vec<tokio::task::JoinHandle<()>>,
+    events: events::EventsRuntime,
     db: Db,
 }
 
@@ -267,6 +280,7 @@ impl Application {
             background.push(spawn_sweeper(services.clone(), settings.sweep_interval));
         }
         background.push(metrics.spawn_sampler(infra.db.clone()));
+        let events = events::EventsRuntime::start(&settings, &infra).await?;
         let state = AppState {
             services,
             auth: auth(&settings),
@@ -294,12 +308,18 @@ impl Application {
             port,
             server,
             background,
+            events,
             db: infra.db,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The background event work (relay, consumers, seat-map cache).
+    pub fn events(&self) -> &events::EventsRuntime {
+        &self.events
     }
 
     /// Serves until SIGINT/SIGTERM: then stops accepting, lets the accepted
@@ -311,6 +331,7 @@ impl Application {
         for task in self.background {
             task.abort();
         }
+        self.events.stop().await;
         self.db.close();
         tracing::info!("stopped");
         result.context("HTTP server failed")

@@ -1,12 +1,13 @@
-//! `app serve | migrate | seed | token --user N [--admin] | audit`: see `app --help`.
+//! `app serve | migrate | seed | token --user N [--admin] | audit | events ...`:
+//! see `app --help`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use concert_app::cli::{self, Command, USAGE};
-use concert_app::{Application, Infrastructure, Overrides, Settings, seed, telemetry};
-use concert_domain::UserId;
+use concert_app::{Application, Infrastructure, Overrides, Settings, events, seed, telemetry};
+use concert_domain::{Stream, UserId};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -70,6 +71,24 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
                 );
             }
             println!("{}", token(&settings, user, admin));
+            Ok(())
+        }
+        Command::EventsTail {
+            stream,
+            from_start,
+            count,
+        } => {
+            let streams = stream.map_or(Stream::ALL.to_vec(), |s| vec![s]);
+            let mut out = std::io::stdout();
+            events::commands::tail(&settings, &streams, from_start, count, &mut out).await
+        }
+        Command::EventsStatus => {
+            print!("{}", events::commands::status(&settings).await?);
+            Ok(())
+        }
+        Command::EventsReplay { since } => {
+            let n = events::commands::replay(&settings, since).await?;
+            println!("{n} event(s) marked for publication again; a running relay publishes them");
             Ok(())
         }
     }

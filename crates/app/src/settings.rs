@@ -38,6 +38,8 @@ pub struct Settings {
     pub sweep_interval: Duration,
     /// `APP_LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: LogFormat,
+    /// The outbox relay, the event consumers, the seat-map cache.
+    pub events: crate::events::EventSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +232,7 @@ impl Settings {
             waiting_room: RoomSettings::from_lookup(&get)?,
             sweep_interval: Duration::from_secs(var.parse("APP_SWEEP_SECONDS", 30)?),
             log_format: var.parse("APP_LOG_FORMAT", LogFormat::Text)?,
+            events: crate::events::EventSettings::from_lookup(&get)?,
         };
         settings.validate()?;
         Ok(settings)

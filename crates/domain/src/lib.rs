@@ -9,7 +9,9 @@
 //! - [`model`]: seats, reservations, wallets, payments, the catalogue, and
 //!   the rules that decide every change (`Seat::hold`, `Wallet::apply`,
 //!   `Reservation::check_payable`, `Payment::refund`, ...).
-//! - [`events`]: what a change publishes, recorded in the same unit of work.
+//! - [`events`]: what a change publishes, recorded in the same unit of work;
+//!   [`relay`]: publishing the outbox (its ports and one step);
+//!   [`consumers`]: what a consumer of the event streams does with an event.
 //! - [`ports`]: storage as units of work handing out repositories, plain
 //!   reads, the catalogue; [`lock`]: exclusive locks with fencing tokens;
 //!   [`clock`]: time.
@@ -23,6 +25,7 @@
 //!   one enum of business refusals per operation.
 
 pub mod clock;
+pub mod consumers;
 pub mod control;
 pub mod error;
 pub mod events;
@@ -30,12 +33,14 @@ pub mod ids;
 pub mod lock;
 pub mod model;
 pub mod ports;
+pub mod relay;
 pub mod services;
 
 #[cfg(any(test, feature = "mock"))]
 pub mod memory;
 
 pub use clock::Clock;
+pub use consumers::{EventHandler, ReceivedEvent};
 pub use control::{Control, Observer, Operation, Protection, RetryPolicy, Unobserved};
 pub use error::{
     AdminError, CancelError, ChargeError, Failure, OperationError, PayError, QueryError,
@@ -64,6 +69,10 @@ pub use ports::{
     Queries, ReservationRepository, SeatRepository, Stored, Transactions, UnitOfWork, WaitingRoom,
     WalletRepository,
 };
+pub use relay::{
+    Backlog, CommitListener, EventPublisher, NotifyingTransactions, OutboxEvent, OutboxFeed,
+    OutboxRelay, Published, RelayStep,
+};
 pub use services::{
     CatalogueService, ChargePoints, Controls, PayReservation, PaymentService, PointService, Policy,
     Ports, ReservationService, ReserveSeat, ReserveSeats, Services, UsePoints,
@@ -75,3 +84,5 @@ pub use clock::MockClock;
 pub use lock::{MockDistributedLock, TestHeldLock};
 #[cfg(any(test, feature = "mock"))]
 pub use ports::MockWaitingRoom;
+#[cfg(any(test, feature = "mock"))]
+pub use relay::{MockEventPublisher, MockOutboxFeed};

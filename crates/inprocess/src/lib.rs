@@ -10,6 +10,8 @@
 //!   request in memory (bounded streaks), so a hot key costs the lock
 //!   service one round trip per streak, not per request.
 //! - [`LocalWaitingRoom`]: the waiting room port for one instance.
+//! - [`SeatMapCache`]: seat maps and bookable dates served from memory,
+//!   kept current by invalidation (own commits, events, age).
 //!
 //! And the building blocks every lock adapter of the workspace shares
 //! (the Redis locks build on them too, so the lease rules exist once):
@@ -25,6 +27,7 @@ pub mod lease;
 mod local;
 mod relay;
 mod room;
+mod seatmap;
 pub mod stats;
 pub mod waiters;
 
@@ -32,4 +35,5 @@ pub use clock::SystemClock;
 pub use local::{LocalHeld, LocalLock};
 pub use relay::{MAX_STREAK, MAX_STREAK_AGE, Relay};
 pub use room::LocalWaitingRoom;
+pub use seatmap::{SeatMapCache, SeatMapStats};
 pub use stats::LockStats;

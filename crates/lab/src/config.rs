@@ -18,16 +18,22 @@ pub enum Scenario {
     WaitingRoom,
     /// An on-sale through the waiting room (see `crate::room`).
     OnSale,
+    /// The outbox relay's publish lag under the sustained load.
+    Relay,
+    /// Seat-map reads over HTTP against `/health/live`.
+    SeatMap,
 }
 
 impl Scenario {
     /// The scenarios a plain `lab` runs.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::PointUse,
         Scenario::PointCharge,
         Scenario::SeatRace,
         Scenario::BatchRace,
         Scenario::Sustained,
+        Scenario::Relay,
+        Scenario::SeatMap,
     ];
 
     /// The waiting-room scenarios: they start their own app instances (and
@@ -43,6 +49,8 @@ impl Scenario {
             Scenario::Sustained => "sustained",
             Scenario::WaitingRoom => "waiting-room",
             Scenario::OnSale => "on-sale",
+            Scenario::Relay => "relay",
+            Scenario::SeatMap => "seat-map",
         }
     }
 
@@ -94,6 +102,8 @@ pub struct LabConfig {
     /// sustained: operations and workers
     pub sustained_ops: usize,
     pub sustained_workers: usize,
+    /// seat-map: requests per endpoint and repetition (over 64 connections)
+    pub read_requests: usize,
     /// Where results.json and the charts go.
     pub out_dir: PathBuf,
     pub database_url: String,
@@ -167,6 +177,7 @@ impl Default for LabConfig {
             batch_users: 200,
             sustained_ops: 1_000,
             sustained_workers: 16,
+            read_requests: 32_000,
             out_dir: PathBuf::from("target/lab"),
             database_url: "mysql://root@127.0.0.1:3306/concert".into(),
             redis_url: "redis://127.0.0.1:6379".into(),
@@ -182,8 +193,9 @@ pub const USAGE: &str = "usage: lab [options]            run experiments on a fr
        lab http --base-url URL   drive a running server through its API
 
 options:
-  --scenarios a,b     point-use, point-charge, seat-race, batch-race, sustained
-                      (default: all)
+  --scenarios a,b     point-use, point-charge, seat-race, batch-race, sustained,
+                      relay, seat-map (default: all); waiting-room, on-sale
+                      (below)
   --strategies a,b    optimistic, optimistic-retry, pessimistic, atomic, local,
                       redis-simple, redis-spin, redis-pubsub, redis-redlock
                       (default: all; redis-redlock runs over databases 1-3 of REDIS_URL)
@@ -195,7 +207,8 @@ options:
   --users N           seat-race users (default 1000)
   --batch-users N     batch-race users, each asking for 4 seats (default 200)
   --ops N             sustained operations (default 1000)
-  --workers N         sustained workers (default 16)
+  --workers N         sustained workers (default 16; also the relay load's)
+  --reads N           seat-map requests per endpoint and repetition (default 32000)
   --pool N            MySQL pool size (default 32)
   --out DIR           output directory (default target/lab)
   --no-progress       no progress line
@@ -266,6 +279,7 @@ impl LabConfig {
                 "--batch-users" => c.batch_users = number(flag, &value()?)?,
                 "--ops" => c.sustained_ops = number(flag, &value()?)?,
                 "--workers" => c.sustained_workers = number(flag, &value()?)?,
+                "--reads" => c.read_requests = number(flag, &value()?)?,
                 "--pool" => c.db_pool_size = number(flag, &value()?)?,
                 "--out" => c.out_dir = PathBuf::from(value()?),
                 "--no-progress" => c.progress = false,
@@ -356,7 +370,7 @@ mod tests {
         assert_eq!(c.reps, 5);
         assert_eq!(c.seat_users, 1000);
         assert_eq!(c.batch_users, 200);
-        assert_eq!(c.scenarios.len(), 5);
+        assert_eq!(c.scenarios.len(), 7);
         assert_eq!(c.strategies.len(), concert_app::REGISTRY.len());
     }
 

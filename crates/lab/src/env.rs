@@ -14,7 +14,7 @@ use concert_inprocess::{LocalLock, LockStats};
 use concert_mysql::{DatabaseUrl, Db};
 use concert_redis::{RedLock, RedisLockSettings, RedisLocks};
 use concert_testkit::Sql;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::LabConfig;
 
@@ -160,6 +160,16 @@ impl LabEnv {
         )
     }
 
+    /// The lab's wiring (store, event ports), as the app builds it.
+    pub fn infra(&self) -> &Infrastructure {
+        &self.infra
+    }
+
+    /// The settings the lab's services run with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The counters of the lock adapter `strategy` uses, if it takes one.
     pub fn lock_stats(&self, strategy: StrategyName) -> Option<LockStats> {
         match strategy.as_str() {
@@ -185,6 +195,31 @@ impl LabEnv {
             && let Err(e) = redlock.purge().await
         {
             tracing::warn!(error = %e, "could not delete the lab's RedLock keys");
+        }
+        // the event streams of the relay and seat-map experiments
+        let prefix = &self.settings.redis.prefix;
+        for prefix in [prefix.clone(), format!("{prefix}-http")] {
+            let streams = concert_redis::RedisStreams::new(
+                self.settings.redis.url.expose_secret(),
+                &prefix,
+                concert_redis::StreamSettings::default(),
+            );
+            if let Ok(streams) = streams
+                && let Err(e) = streams.purge().await
+            {
+                tracing::warn!(error = %e, "could not delete the lab's event streams");
+            }
+            if prefix != self.settings.redis.prefix
+                && let Ok(locks) = RedisLocks::connect_lazy(
+                    self.settings.redis.url.expose_secret(),
+                    &prefix,
+                    RedisLockSettings::default(),
+                )
+                .await
+                && let Err(e) = locks.purge().await
+            {
+                tracing::warn!(error = %e, "could not delete the lab servers' Redis keys");
+            }
         }
         if let Err(e) = concert_mysql::drop_database(&self.url).await {
             tracing::warn!(error = %e, "could not drop the lab database");

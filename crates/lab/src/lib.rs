@@ -6,6 +6,7 @@
 pub mod chaos;
 pub mod config;
 pub mod env;
+pub mod events;
 pub mod http;
 pub mod meta;
 pub mod progress;

@@ -97,6 +97,8 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
             }
             // run on app instances of their own (`crate::room`)
             Scenario::WaitingRoom | Scenario::OnSale => {}
+            // their own set-up: run after the others
+            Scenario::Relay | Scenario::SeatMap => {}
             Scenario::Sustained => {
                 for target in ["hot-row", "distinct-rows"] {
                     plan.extend(raw_rows.iter().map(|r| (*scenario, *r, Some(target))));
@@ -139,6 +141,7 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
                 Scenario::WaitingRoom | Scenario::OnSale => {
                     bail!("{} runs on app instances of its own", scenario.as_str())
                 }
+                Scenario::Relay | Scenario::SeatMap => continue,
             }
             .with_context(|| {
                 format!(
@@ -164,7 +167,14 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
                 reps,
             )
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let mut rows = rows;
+    if config.scenarios.contains(&Scenario::Relay) {
+        rows.extend(crate::events::relay(env, config).await?);
+    }
+    if config.scenarios.contains(&Scenario::SeatMap) {
+        rows.extend(crate::events::seat_map(env, config).await?);
+    }
     Ok(rows)
 }
 

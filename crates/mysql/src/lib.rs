@@ -30,6 +30,7 @@ pub mod gauges;
 mod idempotency;
 mod migrate;
 mod outbox;
+mod outbox_feed;
 mod payments;
 mod pool;
 mod prepared;

@@ -2,8 +2,10 @@
 //! kinds over one connection, one subscriber and one set of counters per
 //! process ([`RedisLocks`] and its handles `simple()`, `spin()`,
 //! `pubsub()`) and over N independent masters ([`RedLock`],
-//! `redis-redlock`); and the waiting room port ([`RedisWaitingRoom`], one
-//! Lua script per step, see `docs/waiting-room.md`).
+//! `redis-redlock`); the waiting room port ([`RedisWaitingRoom`], one Lua
+//! script per step, see `docs/waiting-room.md`); and the event streams
+//! ([`streams`]: the relay's publisher, a consumer runtime on consumer
+//! groups, tail and status).
 //!
 //! Every lock guarantees: mutual exclusion per key while the lease lasts;
 //! a random owner token per acquisition, and a release that never deletes
@@ -36,6 +38,7 @@ mod redlock;
 mod room;
 mod scripts;
 mod settings;
+pub mod streams;
 mod subscriber;
 
 #[cfg(test)]
@@ -48,3 +51,4 @@ pub use locks::RedisLocks;
 pub use redlock::{RedLock, RedLockHeld};
 pub use room::{ROOM_KEEP, RedisWaitingRoom};
 pub use settings::RedisLockSettings;
+pub use streams::{RedisStreams, StreamSettings};

@@ -419,6 +419,28 @@ impl Sql {
         Ok(())
     }
 
+    /// Sets a seat's status directly, behind the service's back (no event,
+    /// no reservation): `AVAILABLE` or `SOLD`.
+    pub async fn set_seat_status(
+        &self,
+        schedule: ScheduleId,
+        number: SeatNumber,
+        status: &str,
+    ) -> anyhow::Result<()> {
+        let mut c = self.conn().await?;
+        diesel::sql_query(
+            "UPDATE seats SET status = ?, held_by = NULL, held_until = NULL, \
+             version = version + 1 WHERE schedule_id = ? AND number = ?",
+        )
+        .bind::<Text, _>(status)
+        .bind::<Unsigned<BigInt>, _>(schedule.get())
+        .bind::<Unsigned<TinyInt>, _>(number.get())
+        .execute(&mut *c)
+        .await
+        .context("setting a seat's status")?;
+        Ok(())
+    }
+
     /// The highest fencing token that wrote the wallet (0 if none or no
     /// wallet).
     pub async fn wallet_fence_token(&self, user: UserId) -> anyhow::Result<u64> {
@@ -645,6 +667,42 @@ impl Sql {
         .load(&mut *c)
         .await
         .context("reading the outbox")
+    }
+
+    /// The events recorded after position `id`, in the order recorded.
+    pub async fn outbox_after(&self, id: u64) -> anyhow::Result<Vec<OutboxEvent>> {
+        let mut c = self.conn().await?;
+        diesel::sql_query(
+            "SELECT id, event_id, stream, event_type, aggregate, payload, created_at, \
+             published_at FROM outbox WHERE id > ? ORDER BY id",
+        )
+        .bind::<Unsigned<BigInt>, _>(id)
+        .load(&mut *c)
+        .await
+        .context("reading the outbox")
+    }
+
+    /// The last position of the outbox (0 when empty).
+    pub async fn outbox_last(&self) -> anyhow::Result<u64> {
+        self.count(
+            "SELECT CAST(COALESCE(MAX(id), 0) AS SIGNED) AS n FROM outbox",
+            &[],
+        )
+        .await
+        .context("reading the last outbox position")
+    }
+
+    /// Marks every unpublished event published (the lab's way to start a
+    /// relay measurement on an empty backlog). Returns how many.
+    pub async fn mark_outbox_published(&self) -> anyhow::Result<u64> {
+        let mut c = self.conn().await?;
+        let n = diesel::sql_query(
+            "UPDATE outbox SET published_at = created_at WHERE published_at IS NULL",
+        )
+        .execute(&mut *c)
+        .await
+        .context("marking the outbox published")?;
+        Ok(n as u64)
     }
 
     /// Waits (polling, at most 20 s) until another connection on this

@@ -30,6 +30,7 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
         batch_users: 30,
         sustained_ops: 40,
         sustained_workers: 4,
+        read_requests: 640,
         out_dir: out.clone(),
         database_url: format!("{}/unused", server_url()),
         redis_url: redis_url(),
@@ -44,12 +45,12 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
 
     // point-use: 2 raw + every strategy; point-charge: 2; seat-race and
     // batch-race: every strategy; sustained: (2 raw + every strategy) x 2
-    // targets
+    // targets; relay: 1; seat-map: 2 servers x 2 endpoints
     let strategies = concert_app::REGISTRY.len();
     assert_eq!(strategies, 9);
     assert_eq!(
         rows.len(),
-        (2 + strategies) + 2 + 2 * strategies + 2 * (2 + strategies)
+        (2 + strategies) + 2 + 2 * strategies + 2 * (2 + strategies) + 1 + 4
     );
     assert!(rows.iter().all(|r| r.exact && r.reps == 2));
 
@@ -113,6 +114,20 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
         (hot.tasks, hot.successes, hot.final_balance),
         (40, 40, Some(0))
     );
+
+    // the relay published every committed use once, nothing rolled back,
+    // and its lag percentiles are there
+    let relay = find(rows, "relay", "pessimistic+relay", Some("publish-lag"));
+    assert_eq!((relay.tasks, relay.successes), (40, 36));
+    assert_eq!(relay.attempts, 36, "one event per committed use");
+    assert!(relay.p99_ms.is_some());
+    // every seat-map and health request answered 200
+    for server in ["cache-on", "cache-off"] {
+        for target in ["health-live", "seats"] {
+            let row = find(rows, "seat-map", server, Some(target));
+            assert_eq!((row.tasks, row.successes), (640, 640), "{server} {target}");
+        }
+    }
 
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();

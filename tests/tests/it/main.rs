@@ -27,6 +27,12 @@ mod metrics;
 mod redis_keys;
 mod refunds;
 
+// events: relay, consumers, the event-fed seat map
+mod events;
+mod events_consumers;
+mod events_relay;
+mod seat_map;
+
 // the concurrency lab, small
 mod lab;
 

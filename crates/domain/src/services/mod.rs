@@ -94,8 +94,26 @@ impl Services {
 
     /// Turns the waiting room on: reservation and payment then need the
     /// caller to be admitted to the concert's room.
-    pub fn with_waiting_room(mut self, room: Arc<dyn WaitingRoom>, rules: RoomRules) -> Self {
-        let service = WaitingRoomService::new(self.catalogue.ports().clone(), room, rules);
+    pub fn with_waiting_room(self, room: Arc<dyn WaitingRoom>, rules: RoomRules) -> Self {
+        let catalogue = self.catalogue.ports().catalogue.clone();
+        self.with_waiting_room_over(room, rules, catalogue)
+    }
+
+    /// [`Services::with_waiting_room`], the room reading seats through
+    /// `catalogue`: storage itself where the use cases' catalogue is a
+    /// cache, so that "sold out" is decided on the committed truth and
+    /// never on a stale copy.
+    pub fn with_waiting_room_over(
+        mut self,
+        room: Arc<dyn WaitingRoom>,
+        rules: RoomRules,
+        catalogue: Arc<dyn CatalogueRepository>,
+    ) -> Self {
+        let ports = Ports {
+            catalogue,
+            ..self.catalogue.ports().clone()
+        };
+        let service = WaitingRoomService::new(ports, room, rules);
         self.catalogue = self.catalogue.with_room(service.clone());
         self.reservations = self.reservations.with_room(service.clone());
         self.payments = self.payments.with_room(service.clone());
