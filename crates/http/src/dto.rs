@@ -1,8 +1,9 @@
 //! Request and response bodies (camelCase JSON). Requests are plain serde
 //! structs turned into validated domain values by `try_into_domain`, so an
 //! invalid value never gets past the edge; responses are built from domain
-//! values. Integer fields are JSON integers: `1.0` is refused (400), and the
-//! document declares them `type: integer`.
+//! values. Integer fields are JSON integers, declared `type: integer`; as
+//! in JSON Schema, a number with a zero fraction (`7.0`) is that integer,
+//! anything else (`7.5`, `"7"`) is refused (400).
 
 use chrono::{DateTime, Utc};
 use concert_domain::{
@@ -21,9 +22,11 @@ use utoipa::{IntoParams, ToSchema};
 pub struct ReserveRequest {
     /// The schedule (dated performance).
     #[schema(example = 3, minimum = 1)]
+    #[serde(deserialize_with = "integral::one")]
     pub schedule_id: i64,
     /// The seat number, 1 to 50.
     #[schema(example = 7, minimum = 1, maximum = 50)]
+    #[serde(deserialize_with = "integral::one")]
     pub seat_number: i64,
 }
 
@@ -45,10 +48,12 @@ impl ReserveRequest {
 pub struct ReserveBatchRequest {
     /// The schedule (dated performance).
     #[schema(example = 3, minimum = 1)]
+    #[serde(deserialize_with = "integral::one")]
     pub schedule_id: i64,
     /// Distinct seat numbers (1 to 50), at least one and at most the
     /// configured maximum per request (4 by default).
     #[schema(example = json!([7, 8]), min_items = 1)]
+    #[serde(deserialize_with = "integral::many")]
     pub seat_numbers: Vec<i64>,
 }
 
@@ -70,6 +75,7 @@ impl ReserveBatchRequest {
 pub struct ChargeRequest {
     /// Points to add, 1 to 1000000.
     #[schema(example = 10000, minimum = 1, maximum = 1000000)]
+    #[serde(deserialize_with = "integral::one")]
     pub amount: i64,
 }
 
@@ -86,6 +92,7 @@ impl ChargeRequest {
 pub struct PayRequest {
     /// The held reservation to pay.
     #[schema(example = 31, minimum = 1)]
+    #[serde(deserialize_with = "integral::one")]
     pub reservation_id: i64,
 }
 
@@ -125,7 +132,79 @@ pub struct CreateScheduleRequest {
             1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000
         ])
     )]
+    #[serde(deserialize_with = "integral::many")]
     pub seat_prices: Vec<i64>,
+}
+
+/// Integer fields: a JSON integer, or a number with a zero fraction (the
+/// same integer in JSON Schema's sense).
+mod integral {
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
+    use std::fmt;
+
+    struct One;
+
+    impl Visitor<'_> for One {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom(format!("integer {v} is too large")))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
+            // Exactly representable integers only (|v| < 2^53).
+            const LIMIT: f64 = 9_007_199_254_740_992.0;
+            if v.fract() == 0.0 && v.abs() < LIMIT {
+                Ok(v as i64)
+            } else {
+                Err(E::invalid_type(de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+
+    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        d.deserialize_any(One)
+    }
+
+    struct Many;
+
+    impl<'de> Visitor<'de> for Many {
+        type Value = Vec<i64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of integers")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<i64>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+            while let Some(v) = seq.next_element_seed(Seed)? {
+                out.push(v);
+            }
+            Ok(out)
+        }
+    }
+
+    struct Seed;
+
+    impl<'de> de::DeserializeSeed<'de> for Seed {
+        type Value = i64;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<i64, D::Error> {
+            one(d)
+        }
+    }
+
+    pub fn many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
+        d.deserialize_seq(Many)
+    }
 }
 
 impl CreateScheduleRequest {
@@ -584,7 +663,19 @@ mod tests {
         assert!(serde_json::from_str::<ReserveRequest>(r#"{"schedule_id": 4}"#).is_err());
         assert!(serde_json::from_str::<ChargeRequest>(r#"{"amount": "5"}"#).is_err());
         assert!(serde_json::from_str::<ChargeRequest>(r#"{"amount": 1.5}"#).is_err());
-        assert!(serde_json::from_str::<ChargeRequest>(r#"{"amount": 1.0}"#).is_err());
+        // a number with a zero fraction is that integer (as in JSON Schema)
+        let r: ChargeRequest = serde_json::from_str(r#"{"amount": 1.0}"#).unwrap();
+        assert_eq!(r.amount, 1);
+        let r: ReserveBatchRequest =
+            serde_json::from_str(r#"{"scheduleId": 4.0, "seatNumbers": [7, 8.0]}"#).unwrap();
+        assert_eq!((r.schedule_id, r.seat_numbers), (4, vec![7, 8]));
+        assert!(serde_json::from_str::<ChargeRequest>(r#"{"amount": 1e300}"#).is_err());
+        assert!(
+            serde_json::from_str::<ReserveBatchRequest>(
+                r#"{"scheduleId": 4, "seatNumbers": [7.5]}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]

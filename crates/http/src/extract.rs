@@ -139,6 +139,38 @@ impl FromRequest for Idempotency {
     }
 }
 
+/// A numeric id in a path (`/payments/{paymentId}`): an integer, or a
+/// number with a zero fraction (`12.0`), the same integer in JSON Schema's
+/// sense (the document declares ids `type: integer`). Anything else fails
+/// the path (400 `validation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathId(i64);
+
+impl PathId {
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PathId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse_id(&raw)
+            .map(PathId)
+            .ok_or_else(|| serde::de::Error::custom(format!("{raw:?} is not an integer")))
+    }
+}
+
+fn parse_id(raw: &str) -> Option<i64> {
+    if let Ok(v) = raw.parse::<i64>() {
+        return Some(v);
+    }
+    // Exactly representable integers only (|v| < 2^53).
+    const LIMIT: f64 = 9_007_199_254_740_992.0;
+    let v: f64 = raw.parse().ok()?;
+    (v.is_finite() && v.fract() == 0.0 && v.abs() < LIMIT).then_some(v as i64)
+}
+
 fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
     let mut values = req.headers().get_all(IDEMPOTENCY_KEY);
     let Some(value) = values.next() else {
@@ -164,6 +196,17 @@ mod tests {
     struct Pair {
         schedule_id: i64,
         seat_number: i64,
+    }
+
+    #[test]
+    fn path_ids_are_integers_in_json_schema_s_sense() {
+        assert_eq!(parse_id("12"), Some(12));
+        assert_eq!(parse_id("12.0"), Some(12));
+        assert_eq!(parse_id("-3"), Some(-3));
+        assert_eq!(parse_id("12.5"), None);
+        assert_eq!(parse_id("batch"), None);
+        assert_eq!(parse_id("1e300"), None);
+        assert_eq!(parse_id("NaN"), None);
     }
 
     #[test]

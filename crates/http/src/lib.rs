@@ -157,14 +157,27 @@ pub fn app_with(
 > {
     let (app, doc) =
         routes::register(App::new().into_utoipa_app().openapi(ApiDoc::openapi())).split_for_parts();
-    let doc = openapi::finish(doc);
+    let max_seats = state.services.reservations.policy().max_seats_per_request;
+    let doc = openapi::finish_for(doc, max_seats);
     let table = openapi::RouteTable::new(&doc);
     app.app_data(state)
         .app_data(BodyLimits {
             max_bytes: options.json_limit,
             timeout: options.client_timeout,
         })
-        .app_data(web::PathConfig::default().error_handler(|e, _| path_error(e).into()))
+        .app_data(web::PathConfig::default().error_handler(|e, req| {
+            // `GET /reservations/batch` matched `/reservations/{id}`: the
+            // path is a route of its own, for other methods
+            match req
+                .app_data::<web::Data<openapi::RouteTable>>()
+                .and_then(|t| t.methods(req.path()))
+            {
+                Some(allowed) => {
+                    ApiError::method_not_allowed(req.method().as_str(), allowed).into()
+                }
+                None => path_error(e).into(),
+            }
+        }))
         .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
         .app_data(web::Data::new(table))
         .app_data(web::Data::new(options.metrics.clone()))

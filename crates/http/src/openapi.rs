@@ -18,7 +18,7 @@ use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::header::{Header, HeaderBuilder};
 use utoipa::openapi::path::{Operation, PathItem};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -87,7 +87,26 @@ impl Modify for BearerScheme {
 /// Completes the collected document: the error responses of every
 /// operation (see the module docs), and no `servers` (the document
 /// describes whichever host serves it).
-pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+pub fn finish(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    finish_for(doc, concert_domain::Policy::default().max_seats_per_request)
+}
+
+/// [`finish`] for a service that holds at most `max_seats` seats per batch
+/// request: the batch body declares it (`maxItems`), with distinct items
+/// (`uniqueItems`), so that every request the document allows is one the
+/// service accepts.
+pub fn finish_for(mut doc: utoipa::openapi::OpenApi, max_seats: usize) -> utoipa::openapi::OpenApi {
+    if let Some(schemas) = doc.components.as_mut().map(|c| &mut c.schemas) {
+        if let Some(seats) = array_property(schemas, "ReserveBatchRequest", "seatNumbers") {
+            seats.max_items = Some(max_seats);
+            seats.unique_items = true;
+            bound_items(seats, 1, isize::from(concert_domain::SeatNumber::MAX));
+        }
+        if let Some(prices) = array_property(schemas, "CreateScheduleRequest", "seatPrices") {
+            let max = isize::try_from(concert_domain::MAX_AMOUNT).unwrap_or(isize::MAX);
+            bound_items(prices, 1, max);
+        }
+    }
     doc.servers = None;
     for item in doc.paths.paths.values_mut() {
         for (_, operation) in operations_mut(item) {
@@ -95,6 +114,31 @@ pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
         }
     }
     doc
+}
+
+/// The array property `property` of the object schema `schema`.
+fn array_property<'a>(
+    schemas: &'a mut BTreeMap<String, RefOr<Schema>>,
+    schema: &str,
+    property: &str,
+) -> Option<&'a mut utoipa::openapi::schema::Array> {
+    match schemas.get_mut(schema)? {
+        RefOr::T(Schema::Object(object)) => match object.properties.get_mut(property)? {
+            RefOr::T(Schema::Array(array)) => Some(array),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Declares the items of `array` integers from `min` to `max`.
+fn bound_items(array: &mut utoipa::openapi::schema::Array, min: isize, max: isize) {
+    if let utoipa::openapi::schema::ArrayItems::RefOrSchema(items) = &mut array.items
+        && let RefOr::T(Schema::Object(item)) = items.as_mut()
+    {
+        item.minimum = Some(utoipa::Number::Int(min));
+        item.maximum = Some(utoipa::Number::Int(max));
+    }
 }
 
 /// The operations of a path item, with their method.

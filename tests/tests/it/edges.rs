@@ -109,6 +109,7 @@ async fn an_unsupported_method_is_405_with_allow() {
         (Method::PATCH, "/api/v1/concerts", "GET"),
         (Method::DELETE, "/api/v1/points/charge", "POST"),
         (Method::GET, "/api/v1/payments/1/refund", "POST"),
+        (Method::GET, "/api/v1/reservations/batch", "POST"),
         (Method::POST, "/health/live", "GET"),
     ] {
         let response = app.call_as(1, method.clone(), path).send().await.unwrap();

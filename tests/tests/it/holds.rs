@@ -45,8 +45,23 @@ async fn a_cancelled_hold_frees_the_seat_at_once_and_repeats_change_nothing() {
     assert_eq!(body["userId"], 3);
     assert!(body["expiresAt"].is_null(), "{body}");
     assert_eq!(app.seat_status_of(schedule, 7).await, "AVAILABLE");
-    let read = app.read_as(3, &format!("/api/v1/reservations/{id}")).await;
-    assert_eq!(read, body);
+    // deleted: no longer a resource of its own (404, as after any DELETE),
+    // but in the owner's list as CANCELLED
+    let gone = answer(
+        app.get_as(3, &format!("/api/v1/reservations/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (gone.status, gone.body["code"].as_str()),
+        (404, Some("not-found"))
+    );
+    let listed = app
+        .read_as(3, "/api/v1/reservations?status=CANCELLED")
+        .await;
+    assert_eq!(listed, json!([body.clone()]));
 
     // again: the same answer, nothing moves
     let again = answer(app.cancel(3, id).await).await;
@@ -201,7 +216,12 @@ async fn paying_and_cancelling_at_once_change_the_hold_once() {
         );
         assert!(allowed, "{what} answered {status} {code}: {tally:?}");
     }
-    let read = app.read_as(5, &format!("/api/v1/reservations/{id}")).await;
+    let mine = app.read_as(5, "/api/v1/reservations").await;
+    let read = mine
+        .as_array()
+        .and_then(|all| all.iter().find(|r| r["id"] == json!(id)))
+        .cloned()
+        .expect("the reservation is in the owner's list");
     if paid == 1 {
         assert_eq!(cancelled, 0, "{tally:?}");
         assert_eq!(read["status"], "CONFIRMED");

@@ -190,7 +190,9 @@ impl ReservationService {
     }
 
     /// The reservation as its owner sees it now. Another user's reservation
-    /// is `NotFound`, exactly like a missing one.
+    /// is `NotFound`, exactly like a missing one; so is a cancelled one (a
+    /// cancelled hold was deleted: it no longer exists as a resource of its
+    /// own, and shows only in the owner's list with status `CANCELLED`).
     #[tracing::instrument(skip(self))]
     pub async fn get(&self, user: UserId, id: ReservationId) -> Result<Reservation, QueryError> {
         let reservation = self
@@ -199,6 +201,7 @@ impl ReservationService {
             .reservation(id)
             .await?
             .filter(|r| r.is_visible_to(user))
+            .filter(|r| r.status != ReservationStatus::Cancelled)
             .ok_or(QueryError::NotFound("reservation"))?;
         Ok(self.as_seen_now(reservation))
     }

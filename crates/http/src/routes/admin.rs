@@ -8,6 +8,7 @@ use crate::auth::Admin;
 use crate::dto::{ConcertResponse, CreateConcertRequest, CreateScheduleRequest, ScheduleResponse};
 use crate::error::ApiError;
 use crate::extract::JsonObject;
+use crate::extract::PathId;
 use crate::routes::created;
 
 /// Creates a concert (admin)
@@ -56,10 +57,10 @@ pub async fn create_concert(
 pub async fn create_schedule(
     _admin: Admin,
     state: web::Data<AppState>,
-    concert: web::Path<i64>,
+    concert: web::Path<PathId>,
     body: JsonObject<CreateScheduleRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let concert = ConcertId::new(concert.into_inner())?;
+    let concert = ConcertId::new(concert.into_inner().get())?;
     let (starts_at, prices) = body.into_inner().try_into_domain()?;
     let schedule = state
         .services

@@ -6,6 +6,7 @@ use concert_domain::{ConcertId, ScheduleId};
 use crate::AppState;
 use crate::dto::{ConcertResponse, ScheduleResponse, SeatResponse, SeatsQuery};
 use crate::error::ApiError;
+use crate::extract::PathId;
 
 /// Every concert
 #[utoipa::path(
@@ -31,9 +32,9 @@ pub async fn list_concerts(
 #[get("/api/v1/concerts/{concertId}")]
 pub async fn get_concert(
     state: web::Data<AppState>,
-    concert: web::Path<i64>,
+    concert: web::Path<PathId>,
 ) -> Result<web::Json<ConcertResponse>, ApiError> {
-    let concert = ConcertId::new(concert.into_inner())?;
+    let concert = ConcertId::new(concert.into_inner().get())?;
     Ok(web::Json(
         state.services.catalogue.concert(concert).await?.into(),
     ))
@@ -52,9 +53,9 @@ pub async fn get_concert(
 #[get("/api/v1/concerts/{concertId}/schedules")]
 pub async fn list_schedules(
     state: web::Data<AppState>,
-    concert: web::Path<i64>,
+    concert: web::Path<PathId>,
 ) -> Result<web::Json<Vec<ScheduleResponse>>, ApiError> {
-    let concert = ConcertId::new(concert.into_inner())?;
+    let concert = ConcertId::new(concert.into_inner().get())?;
     let schedules = state.services.catalogue.schedules(concert).await?;
     Ok(web::Json(schedules.into_iter().map(Into::into).collect()))
 }
@@ -75,10 +76,10 @@ pub async fn list_schedules(
 #[get("/api/v1/schedules/{scheduleId}/seats")]
 pub async fn list_seats(
     state: web::Data<AppState>,
-    schedule: web::Path<i64>,
+    schedule: web::Path<PathId>,
     query: web::Query<SeatsQuery>,
 ) -> Result<web::Json<Vec<SeatResponse>>, ApiError> {
-    let schedule = ScheduleId::new(schedule.into_inner())?;
+    let schedule = ScheduleId::new(schedule.into_inner().get())?;
     let status = query.into_inner().try_into_domain()?;
     let seats = state.services.catalogue.seats(schedule, status).await?;
     Ok(web::Json(seats.into_iter().map(Into::into).collect()))

@@ -7,6 +7,7 @@ use crate::AppState;
 use crate::auth::AuthUser;
 use crate::dto::{PayRequest, PaymentResponse};
 use crate::error::ApiError;
+use crate::extract::PathId;
 use crate::extract::{Idempotency, JsonObject};
 use crate::routes::created;
 
@@ -20,7 +21,7 @@ use crate::routes::created;
     tag = "payments",
     request_body = PayRequest,
     params((
-        "Idempotency-Key" = Option<String>, Header, max_length = 255, min_length = 1, nullable = false,
+        "Idempotency-Key" = Option<String>, Header, max_length = 255, min_length = 1, pattern = "^[!-~]+$", nullable = false,
         description = "1 to 255 visible ASCII characters; a repeat returns the first payment",
         example = "pay-31",
     )),
@@ -65,9 +66,9 @@ pub async fn pay(
 pub async fn get_payment(
     user: AuthUser,
     state: web::Data<AppState>,
-    id: web::Path<i64>,
+    id: web::Path<PathId>,
 ) -> Result<web::Json<PaymentResponse>, ApiError> {
-    let id = PaymentId::new(id.into_inner())?;
+    let id = PaymentId::new(id.into_inner().get())?;
     Ok(web::Json(
         state.services.payments.get(user.id, id).await?.into(),
     ))
@@ -98,9 +99,9 @@ pub async fn get_payment(
 pub async fn refund(
     user: AuthUser,
     state: web::Data<AppState>,
-    id: web::Path<i64>,
+    id: web::Path<PathId>,
 ) -> Result<web::Json<PaymentResponse>, ApiError> {
-    let id = PaymentId::new(id.into_inner())?;
+    let id = PaymentId::new(id.into_inner().get())?;
     Ok(web::Json(
         state.services.payments.refund(user.id, id).await?.into(),
     ))

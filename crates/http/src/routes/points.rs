@@ -37,7 +37,7 @@ pub async fn balance(
     tag = "points",
     request_body = ChargeRequest,
     params((
-        "Idempotency-Key" = Option<String>, Header, max_length = 255, min_length = 1, nullable = false,
+        "Idempotency-Key" = Option<String>, Header, max_length = 255, min_length = 1, pattern = "^[!-~]+$", nullable = false,
         description = "1 to 255 visible ASCII characters; a repeat returns the first answer",
         example = "charge-2030-03-17-001",
     )),

@@ -8,6 +8,7 @@ use crate::auth::AuthUser;
 use crate::dto::{ReservationResponse, ReservationsQuery, ReserveBatchRequest, ReserveRequest};
 use crate::error::ApiError;
 use crate::extract::JsonObject;
+use crate::extract::PathId;
 use crate::routes::created;
 
 /// Holds a seat for the caller
@@ -109,11 +110,13 @@ pub async fn list_reservations(
 )]
 #[get("/api/v1/reservations/{reservationId}")]
 pub async fn get_reservation(
+    // the path first: `/reservations/batch` with this method is a 405,
+    // whoever asks
+    id: web::Path<PathId>,
     user: AuthUser,
     state: web::Data<AppState>,
-    id: web::Path<i64>,
 ) -> Result<web::Json<ReservationResponse>, ApiError> {
-    let id = ReservationId::new(id.into_inner())?;
+    let id = ReservationId::new(id.into_inner().get())?;
     let reservation = state.services.reservations.get(user.id, id).await?;
     Ok(web::Json(reservation.into()))
 }
@@ -140,11 +143,13 @@ pub async fn get_reservation(
 )]
 #[delete("/api/v1/reservations/{reservationId}")]
 pub async fn cancel_reservation(
+    // the path first: `/reservations/batch` with this method is a 405,
+    // whoever asks
+    id: web::Path<PathId>,
     user: AuthUser,
     state: web::Data<AppState>,
-    id: web::Path<i64>,
 ) -> Result<web::Json<ReservationResponse>, ApiError> {
-    let id = ReservationId::new(id.into_inner())?;
+    let id = ReservationId::new(id.into_inner().get())?;
     let cancelled = state.services.reservations.cancel(user.id, id).await?;
     Ok(web::Json(cancelled.into()))
 }

@@ -1,9 +1,10 @@
 //! A concert's waiting room: entering, polling, leaving.
 //!
 //! With the room off (`APP_WAITING_ROOM=off`), reservation and payment
-//! need no admission: every caller is shown ADMITTED, without end
-//! (`admittedUntil` null), so a client written for the room works
-//! unchanged.
+//! need no admission: entering shows the caller ADMITTED, without end
+//! (`admittedUntil` null); no entry is kept, so a poll answers 404 like a
+//! poll without an entry (enter again), and leaving changes nothing. A
+//! client written for the room works unchanged.
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, delete, get, post, web};
@@ -13,6 +14,7 @@ use crate::AppState;
 use crate::auth::AuthUser;
 use crate::dto::RoomEntryResponse;
 use crate::error::ApiError;
+use crate::extract::PathId;
 
 /// Enters the caller into a concert's waiting room
 ///
@@ -36,9 +38,9 @@ use crate::error::ApiError;
 pub async fn enter_room(
     user: AuthUser,
     state: web::Data<AppState>,
-    concert: web::Path<i64>,
+    concert: web::Path<PathId>,
 ) -> Result<HttpResponse, ApiError> {
-    let concert = ConcertId::new(concert.into_inner())?;
+    let concert = ConcertId::new(concert.into_inner().get())?;
     let entry = match &state.services.waiting_room {
         Some(room) => room.enter(user.id, concert).await?,
         None => unrestricted(&state, user.id, concert).await?,
@@ -65,12 +67,18 @@ pub async fn enter_room(
 pub async fn poll_room(
     user: AuthUser,
     state: web::Data<AppState>,
-    concert: web::Path<i64>,
+    concert: web::Path<PathId>,
 ) -> Result<HttpResponse, ApiError> {
-    let concert = ConcertId::new(concert.into_inner())?;
+    let concert = ConcertId::new(concert.into_inner().get())?;
     let entry = match &state.services.waiting_room {
         Some(room) => room.get(user.id, concert).await?,
-        None => unrestricted(&state, user.id, concert).await?,
+        None => {
+            unrestricted(&state, user.id, concert).await?;
+            return Err(ApiError::not_found(
+                "the waiting room is off: no entry is kept (enter to be shown admitted, \
+                 or reserve directly)",
+            ));
+        }
     };
     Ok(entry_response(entry))
 }
@@ -91,9 +99,9 @@ pub async fn poll_room(
 pub async fn leave_room(
     user: AuthUser,
     state: web::Data<AppState>,
-    concert: web::Path<i64>,
+    concert: web::Path<PathId>,
 ) -> Result<HttpResponse, ApiError> {
-    let concert = ConcertId::new(concert.into_inner())?;
+    let concert = ConcertId::new(concert.into_inner().get())?;
     match &state.services.waiting_room {
         Some(room) => room.leave(user.id, concert).await?,
         None => {

@@ -3,7 +3,7 @@
 
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::test::{self, TestRequest};
-use serde_json::Value;
+use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 
@@ -318,7 +318,7 @@ fn parameters_are_typed_and_bounded() {
 /// Every integer in a request body is declared `type: integer`, as the
 /// API reads it (1.0 is refused).
 #[test]
-fn request_integers_are_strict_integers() {
+fn request_integers_are_integers_with_their_bounds() {
     let doc = document();
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     let mut integers = 0;
@@ -341,6 +341,23 @@ fn request_integers_are_strict_integers() {
         }
     }
     assert_eq!(integers, 7);
+    // every list the service bounds says so
+    let batch = &schemas["ReserveBatchRequest"]["properties"]["seatNumbers"];
+    assert_eq!(
+        (
+            &batch["minItems"],
+            &batch["maxItems"],
+            &batch["uniqueItems"],
+            &batch["items"]["minimum"],
+            &batch["items"]["maximum"]
+        ),
+        (&json!(1), &json!(4), &json!(true), &json!(1), &json!(50))
+    );
+    let prices = &schemas["CreateScheduleRequest"]["properties"]["seatPrices"];
+    assert_eq!(
+        (&prices["items"]["minimum"], &prices["items"]["maximum"]),
+        (&json!(1), &json!(1_000_000))
+    );
 }
 
 #[test]

@@ -47,7 +47,7 @@ async fn malformed_bodies_are_400_validation() {
         ),
         json_post(
             "/api/v1/reservations",
-            &format!(r#"{{"scheduleId": {s}, "seatNumber": 7.0}}"#),
+            &format!(r#"{{"scheduleId": {s}, "seatNumber": 7.5}}"#),
         ),
         json_post(
             "/api/v1/reservations",
@@ -173,6 +173,12 @@ async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
         ),
         (TestRequest::get().uri("/api/v1/points/charge"), "POST"),
         (TestRequest::get().uri("/api/v1/payments/4/refund"), "POST"),
+        // a literal route beside a templated one: not a bad id
+        (TestRequest::get().uri("/api/v1/reservations/batch"), "POST"),
+        (
+            TestRequest::delete().uri("/api/v1/reservations/batch"),
+            "POST",
+        ),
         (TestRequest::post().uri("/health/live"), "GET"),
         (TestRequest::delete().uri("/api-docs/openapi.json"), "GET"),
         (
