@@ -6,4 +6,5 @@ pub mod app;
 pub mod clock;
 pub mod db;
 pub mod locks;
+pub mod queue;
 pub mod redis;

@@ -14,15 +14,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use concert_domain::{Clock, Controls, LockOptions, Ports, Services};
+use concert_domain::{
+    ApplierOptions, Clock, Controls, LockOptions, Ports, SeatRequestApplier, Services,
+};
 use concert_http::{AppState, Auth, AuthOptions, HttpOptions, Readiness};
 use concert_inprocess::{LocalLock, SystemClock};
 use concert_mysql::{Db, MysqlStore, PoolOptions};
-use concert_redis::{RedisLockSettings, RedisLocks};
+use concert_redis::{Consumers, QueueSettings, RedisLockSettings, RedisLocks, RedisQueue};
 use secrecy::ExposeSecret;
 
 pub use settings::Settings;
-pub use strategies::{Adapters, REGISTRY, StrategyName};
+pub use strategies::{Adapters, QueueAdapter, REGISTRY, StrategyName};
 
 /// What a test (or the lab) may replace in the wiring.
 #[derive(Clone, Default)]
@@ -37,6 +39,8 @@ pub struct Infrastructure {
     pub db: Db,
     pub store: MysqlStore,
     pub redis: Option<RedisLocks>,
+    /// The seat queue, when seat holds use the `queue` strategy.
+    pub queue: Option<RedisQueue>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -54,10 +58,16 @@ impl Infrastructure {
         } else {
             None
         };
+        let queue = if settings.strategies.need_queue() {
+            Some(connect_queue(settings).await?)
+        } else {
+            None
+        };
         Ok(Self {
             store: MysqlStore::new(db.clone()),
             db,
             redis,
+            queue,
             clock: overrides
                 .clock
                 .clone()
@@ -87,6 +97,10 @@ impl Infrastructure {
                 wait: settings.locks.wait,
                 watchdog: true,
             },
+            queue: self.queue.as_ref().map(|queue| QueueAdapter {
+                queue: Arc::new(queue.clone()),
+                reply: settings.queue.reply,
+            }),
         };
         let strategies = settings.strategies;
         let controls = Controls {
@@ -97,6 +111,19 @@ impl Infrastructure {
         Ok(Services::new(self.ports(), controls, settings.policy))
     }
 
+    /// Starts this instance's queue partition consumers (when seat holds
+    /// use the `queue` strategy): they apply the partitions whose leases
+    /// they hold through the domain's [`SeatRequestApplier`].
+    pub fn start_queue_consumers(&self, settings: &Settings) -> Option<Consumers> {
+        let queue = self.queue.as_ref()?;
+        let applier =
+            SeatRequestApplier::new(self.ports(), settings.policy).with_options(ApplierOptions {
+                memory: settings.queue.memory,
+                ..ApplierOptions::default()
+            });
+        Some(queue.start_consumers(Arc::new(applier)))
+    }
+
     /// What `/health/ready` checks.
     pub fn readiness(&self) -> Vec<Arc<dyn Readiness>> {
         let mut checks: Vec<Arc<dyn Readiness>> = vec![Arc::new(MysqlReady(self.db.clone()))];
@@ -104,6 +131,27 @@ impl Infrastructure {
             checks.push(Arc::new(RedisReady(redis.clone())));
         }
         checks
+    }
+}
+
+/// The seat queue of these settings; when Redis does not answer yet it
+/// starts anyway (the consumers check the partition count once it does).
+async fn connect_queue(settings: &Settings) -> anyhow::Result<RedisQueue> {
+    let url = settings.redis.url.expose_secret();
+    let prefix = &settings.redis.prefix;
+    let queue_settings = QueueSettings {
+        partitions: settings.queue.partitions,
+        lease: settings.queue.lease,
+        ..QueueSettings::default()
+    };
+    match RedisQueue::connect(url, prefix, queue_settings).await {
+        Ok(queue) => Ok(queue),
+        Err(concert_domain::Failure::Unavailable(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "Redis does not answer yet; the seat queue starts anyway");
+            RedisQueue::connect_lazy(url, prefix, queue_settings)
+                .context("configuring the seat queue")
+        }
+        Err(e) => Err(e).context("connecting the seat queue"),
     }
 }
 
@@ -174,6 +222,7 @@ pub struct Application {
     port: u16,
     server: concert_http::Server,
     background: Vec<tokio::task::JoinHandle<()>>,
+    consumers: Option<Consumers>,
     db: Db,
 }
 
@@ -203,6 +252,7 @@ impl Application {
         if !settings.sweep_interval.is_zero() {
             background.push(spawn_sweeper(services.clone(), settings.sweep_interval));
         }
+        let consumers = infra.start_queue_consumers(&settings);
         let state = AppState {
             services,
             auth: auth(&settings),
@@ -227,6 +277,7 @@ impl Application {
             port,
             server,
             background,
+            consumers,
             db: infra.db,
         })
     }
@@ -243,6 +294,9 @@ impl Application {
         let result = self.server.await;
         for task in self.background {
             task.abort();
+        }
+        if let Some(consumers) = self.consumers {
+            consumers.stop().await;
         }
         self.db.close();
         tracing::info!("stopped");

@@ -30,6 +30,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub strategies: Strategies,
     pub locks: LockSettings,
+    pub queue: QueueSettings,
     pub policy: Policy,
     /// `APP_SWEEP_SECONDS`: how often stale holds are expired (0 disables).
     pub sweep_interval: Duration,
@@ -106,6 +107,12 @@ impl Strategies {
     pub fn need_redis(&self) -> bool {
         self.all().iter().any(|s| s.needs_redis())
     }
+
+    /// True when seat holds go through the queue (its consumers then run
+    /// in this instance).
+    pub fn need_queue(&self) -> bool {
+        self.seats.seats_only()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +126,23 @@ pub struct LockSettings {
     /// memory, so only one of them at a time contends in Redis, and hand
     /// the Redis lock from one to the next without a round trip.
     pub local_queue: bool,
+}
+
+/// The `queue` seat strategy's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSettings {
+    /// `APP_QUEUE_REPLY_MS`: how long a seat request waits for its outcome
+    /// before answering 202 with its request id (0: always 202).
+    pub reply: Duration,
+    /// `APP_QUEUE_PARTITIONS`: partition streams (the same on every
+    /// instance).
+    pub partitions: u32,
+    /// `APP_QUEUE_LEASE_MS`: a partition lease; a dead holder is replaced
+    /// within it.
+    pub lease: Duration,
+    /// `APP_QUEUE_MEMORY_MS`: how long a partition's applier answers "seat
+    /// taken" from its snapshot of a schedule before reading it again.
+    pub memory: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +228,12 @@ impl Settings {
                 wait: var.millis("APP_LOCK_WAIT_MS", 5_000)?,
                 local_queue: var.parse("APP_LOCK_LOCAL_QUEUE", true)?,
             },
+            queue: QueueSettings {
+                reply: var.millis("APP_QUEUE_REPLY_MS", 2_000)?,
+                partitions: var.parse("APP_QUEUE_PARTITIONS", 8)?,
+                lease: var.millis("APP_QUEUE_LEASE_MS", 3_000)?,
+                memory: var.millis("APP_QUEUE_MEMORY_MS", 1_000)?,
+            },
             policy: Policy {
                 hold: Duration::from_secs(var.parse("APP_HOLD_SECONDS", 300)?),
                 max_holds_per_user: var.parse("APP_MAX_HOLDS_PER_USER", 0)?,
@@ -237,6 +267,22 @@ impl Settings {
         }
         if self.http.workers == Some(0) {
             bail!("APP_WORKERS must be at least 1");
+        }
+        if !(1..=1024).contains(&self.queue.partitions) {
+            bail!("APP_QUEUE_PARTITIONS must be between 1 and 1024");
+        }
+        if self.queue.lease < Duration::from_millis(100) {
+            bail!("APP_QUEUE_LEASE_MS must be at least 100");
+        }
+        for (name, strategy) in [
+            ("APP_CHARGE_STRATEGY", self.strategies.charge),
+            ("APP_USE_STRATEGY", self.strategies.spend),
+        ] {
+            if strategy.seats_only() {
+                bail!(
+                    "{name}={strategy}: {strategy} applies to seat reservation only (APP_SEAT_STRATEGY)"
+                );
+            }
         }
         if self.redis.prefix.contains(['{', '}']) {
             bail!("APP_REDIS_PREFIX must not contain '{{' or '}}'");

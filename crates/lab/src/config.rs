@@ -112,7 +112,8 @@ pub const USAGE: &str = "usage: lab [options]            run experiments on a fr
 options:
   --scenarios a,b     point-use, point-charge, seat-race, sustained (default: all)
   --strategies a,b    optimistic, optimistic-retry, pessimistic, atomic, local,
-                      redis-simple, redis-spin, redis-pubsub (default: all)
+                      redis-simple, redis-spin, redis-pubsub, queue (seat-race
+                      only) (default: all)
   --reps N            repetitions per row (default 5); rows report median, min, max
   --tasks N           point-use tasks (default 100)
   --amount N          points each task uses (default 500)

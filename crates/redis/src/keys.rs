@@ -46,7 +46,8 @@ impl Prefix {
         Ok(Self(prefix.to_owned()))
     }
 
-    fn tag(&self, name: &str) -> String {
+    /// `{prefix:name}`: the hash tag of `name` under this prefix.
+    pub(crate) fn tag(&self, name: &str) -> String {
         if self.0.is_empty() {
             format!("{{{name}}}")
         } else {

@@ -1,7 +1,9 @@
-//! Redis adapters. Today: the domain's lock port ([`DistributedLock`]) in
-//! three kinds over one connection, one subscriber and one set of counters
-//! per process ([`RedisLocks`] and its handles `simple()`, `spin()`,
-//! `pubsub()`).
+//! Redis adapters: the domain's lock port ([`DistributedLock`]) in three
+//! kinds over one connection, one subscriber and one set of counters per
+//! process ([`RedisLocks`] and its handles `simple()`, `spin()`,
+//! `pubsub()`); and the queue strategy's seat queue on Redis Streams with
+//! its fenced partition consumers ([`RedisQueue`], [`Consumers`], see
+//! `docs/queue.md`).
 //!
 //! Every lock guarantees: mutual exclusion per key while the lease lasts;
 //! a random owner token per acquisition, and a release that never deletes
@@ -30,6 +32,7 @@ mod connection;
 mod keys;
 mod lock;
 mod locks;
+mod queue;
 mod scripts;
 mod settings;
 mod subscriber;
@@ -41,4 +44,5 @@ pub use backoff::SpinBackoff;
 pub use concert_inprocess::LockStats;
 pub use lock::{RedisHeld, RedisLock};
 pub use locks::RedisLocks;
+pub use queue::{Consumers, QueueSettings, RedisQueue};
 pub use settings::RedisLockSettings;

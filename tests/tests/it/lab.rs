@@ -40,9 +40,9 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
         .await
         .expect("the lab run is exact");
 
-    // point-use: 2 raw + 8 strategies; point-charge: 2; seat-race: 8;
-    // sustained: (2 raw + 8) x 2 targets
-    assert_eq!(rows.len(), 10 + 2 + 8 + 20);
+    // point-use: 2 raw + 8 strategies; point-charge: 2; seat-race: 9
+    // (queue controls seat holds only); sustained: (2 raw + 8) x 2 targets
+    assert_eq!(rows.len(), 10 + 2 + 9 + 20);
     assert!(rows.iter().all(|r| r.exact && r.reps == 2));
 
     // 20 tasks of 500 from 5000: exactly 10 fit, whoever serialises them

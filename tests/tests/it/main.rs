@@ -10,6 +10,9 @@ mod seats;
 mod lock_contract;
 mod lock_seats;
 
+// the queue strategy: partition streams, fenced consumers, request-reply
+mod queue;
+
 // HTTP API end to end
 mod api;
 
