@@ -79,7 +79,14 @@ impl QueueWorld {
     /// An app instance with the `queue` seat strategy, its reply budget
     /// `reply`.
     pub async fn instance(&self, reply: Duration) -> Instance {
-        let vars: HashMap<&str, String> = HashMap::from([
+        Instance::start(self.vars(reply), &self.secret, self.clock.clone())
+            .await
+            .expect("the application starts")
+    }
+
+    /// The settings of [`QueueWorld::instance`], to adjust.
+    pub fn vars(&self, reply: Duration) -> HashMap<&'static str, String> {
+        HashMap::from([
             ("DATABASE_URL", self.db.url.as_str().to_owned()),
             ("REDIS_URL", redis_url()),
             ("APP_HOST", "127.0.0.1".to_owned()),
@@ -92,8 +99,7 @@ impl QueueWorld {
             ("APP_SWEEP_SECONDS", "0".to_owned()),
             ("APP_WORKERS", "2".to_owned()),
             ("APP_DB_POOL_SIZE", "10".to_owned()),
-        ]);
-        Instance::start(vars, &self.secret, self.clock.clone()).await
+        ])
     }
 }
 
@@ -118,33 +124,33 @@ impl Drop for Instance {
 }
 
 impl Instance {
-    /// Starts the application with exactly `vars` and waits until it
-    /// listens.
-    pub async fn start(vars: HashMap<&str, String>, secret: &str, clock: ManualClock) -> Instance {
-        let settings =
-            Settings::from_lookup(|name| vars.get(name).cloned()).expect("valid test settings");
+    /// Starts the application with exactly `vars`; returns once it
+    /// listens, or why it did not start.
+    pub async fn start(
+        vars: HashMap<&str, String>,
+        secret: &str,
+        clock: ManualClock,
+    ) -> anyhow::Result<Instance> {
+        let settings = Settings::from_lookup(|name| vars.get(name).cloned())?;
         let overrides = Overrides {
             clock: Some(Arc::new(clock)),
         };
-        let application = Application::build_with(settings, overrides)
-            .await
-            .expect("the application starts");
+        let application = Application::build_with(settings, overrides).await?;
         let port = application.port();
         let server = tokio::spawn(async move {
             if let Err(e) = application.run_until_stopped().await {
                 eprintln!("test instance stopped with an error: {e:#}");
             }
         });
-        Instance {
+        Ok(Instance {
             address: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .pool_max_idle_per_host(1024)
-                .build()
-                .expect("a reqwest client"),
+                .build()?,
             auth: Auth::new(secret.as_bytes(), AuthOptions::default()),
             server,
-        }
+        })
     }
 
     pub fn token_for(&self, user: u64) -> String {

@@ -423,6 +423,44 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_applies_to_seats_only_and_its_settings_parse() {
+        let s = from(&[]).unwrap();
+        assert_eq!(
+            (
+                s.queue.reply,
+                s.queue.partitions,
+                s.queue.lease,
+                s.queue.memory
+            ),
+            (
+                Duration::from_millis(2_000),
+                8,
+                Duration::from_millis(3_000),
+                Duration::from_millis(1_000)
+            )
+        );
+        assert!(!s.strategies.need_queue());
+        let s = from(&[
+            ("APP_SEAT_STRATEGY", "queue"),
+            ("APP_QUEUE_REPLY_MS", "0"),
+            ("APP_QUEUE_PARTITIONS", "16"),
+        ])
+        .unwrap();
+        assert!(s.strategies.need_queue() && s.strategies.need_redis());
+        assert_eq!((s.queue.reply, s.queue.partitions), (Duration::ZERO, 16));
+        for (name, value) in [
+            ("APP_CHARGE_STRATEGY", "queue"),
+            ("APP_USE_STRATEGY", "queue"),
+            ("APP_QUEUE_PARTITIONS", "0"),
+            ("APP_QUEUE_LEASE_MS", "10"),
+            ("APP_QUEUE_REPLY_MS", "soon"),
+        ] {
+            let err = from(&[(name, value)]).unwrap_err();
+            assert!(format!("{err:#}").contains(name), "{name}: {err:#}");
+        }
+    }
+
+    #[test]
     fn an_unknown_strategy_lists_the_valid_ones() {
         let err = from(&[("APP_SEAT_STRATEGY", "redlock")]).unwrap_err();
         let message = format!("{err:#}");

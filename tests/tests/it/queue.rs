@@ -292,3 +292,17 @@ async fn partition_tokens_outrank_the_tokens_of_the_seat_locks() {
         .unwrap();
     assert!(queue_token > lock_token, "{queue_token} > {lock_token}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_partition_count_refuses_to_start() {
+    let world = QueueWorld::new(Duration::from_secs(3)).await;
+    let _first = world.instance(Duration::from_secs(2)).await;
+    let mut vars = world.vars(Duration::from_secs(2));
+    vars.insert("APP_QUEUE_PARTITIONS", "4".to_owned());
+    let refused = Instance::start(vars, &world.secret, world.clock.clone()).await;
+    let message = format!("{:#}", refused.err().expect("a second count is refused"));
+    assert!(
+        message.contains("has 8 partitions") && message.contains("APP_QUEUE_PARTITIONS"),
+        "{message}"
+    );
+}

@@ -8,12 +8,13 @@
 //! - Requests for other seats run concurrently, in waves (a request waits
 //!   only for the earlier requests that share one of its seats).
 //! - A seat known taken is answered from memory, without a database round
-//!   trip: the tenure keeps a snapshot of each schedule's seats (one read
-//!   of the seat map, at most once per freshness period) and updates it
-//!   with every hold it grants. Only holds change through the queue, and
-//!   the snapshot can only err on the side of "taken" (a hold cancelled or
-//!   refunded elsewhere is seen at the next refresh); a seat it believes
-//!   free always goes to the database, which decides.
+//!   trip: the tenure learns every hold it grants, and when the database
+//!   refuses a seat it did not know taken (held before this tenure began)
+//!   it reads that schedule's seat map once. What it knows is forgotten
+//!   after a freshness period. Only holds change through the queue, so the
+//!   memory can only err on the side of "taken" (a hold cancelled or
+//!   refunded elsewhere is seen once forgotten); a seat it does not know
+//!   taken always goes to the database, which decides.
 //! - A redelivered request (its previous applier died or lost the lease
 //!   after deciding it, before answering) whose seats are all held by its
 //!   user, by holds made since it was submitted, is answered with those
@@ -168,9 +169,9 @@ impl SeatRequestApplier {
 impl Appliers for SeatRequestApplier {
     fn open(&self, fence: Fence) -> Box<dyn PartitionApplier> {
         Box::new(Tenure {
+            memory: Memory::new(self.options.memory),
             applier: self.clone(),
             fence,
-            memory: Memory::default(),
         })
     }
 }
@@ -200,13 +201,7 @@ impl PartitionApplier for Tenure {
         let mut pending: Vec<usize> = (0..batch.len()).collect();
         let wave_size = self.applier.options.wave.max(1);
         while !pending.is_empty() && !self.fence.is_lost() {
-            let schedules: HashSet<ScheduleId> = pending
-                .iter()
-                .map(|i| batch[*i].request.request.schedule())
-                .collect();
-            self.memory
-                .refresh(&self.applier, schedules, self.applier.options.memory)
-                .await;
+            self.memory.refresh(&self.applier).await;
             let now = self.applier.ports.clock.now();
             let mut wave = Vec::new();
             let mut blocked: HashSet<SeatKey> = HashSet::new();
@@ -246,76 +241,99 @@ impl PartitionApplier for Tenure {
     }
 }
 
-/// What a tenure knows of one seat.
+/// What a tenure knows of one seat, and since when.
 #[derive(Debug, Clone, Copy)]
 struct Known {
     state: SeatState,
     /// The live hold's reservation, when this tenure made it or learnt it.
     reservation: Option<ReservationId>,
+    at: Instant,
 }
 
-/// One schedule's seats as read at `read_at` and updated since.
-#[derive(Debug)]
-struct Snapshot {
-    read_at: Instant,
-    /// `None`: the schedule does not exist.
-    seats: Option<HashMap<SeatNumber, Known>>,
-}
-
-/// The tenure's memory of seats, per schedule.
+/// What a tenure knows of one schedule.
 #[derive(Debug, Default)]
+struct ScheduleMemory {
+    /// Since when the schedule is known not to exist.
+    missing: Option<Instant>,
+    seats: HashMap<SeatNumber, Known>,
+}
+
+/// The tenure's memory of seats. It learns a seat from every hold it
+/// grants; when storage refuses a request for seats it did not know taken
+/// (taken before this tenure, or by another strategy), it reads that
+/// schedule's seat map once. Everything it knows is forgotten after the
+/// freshness period.
+#[derive(Debug)]
 struct Memory {
-    schedules: HashMap<ScheduleId, Snapshot>,
+    freshness: Duration,
+    schedules: HashMap<ScheduleId, ScheduleMemory>,
+    /// Schedules whose seat map to read before the next wave.
+    to_read: HashSet<ScheduleId>,
 }
 
 impl Memory {
-    /// Reads the seats of every schedule in `schedules` whose snapshot is
-    /// missing or older than `freshness` (a failed read leaves it missing:
-    /// its requests then go to the database), and forgets stale ones.
-    async fn refresh(
-        &mut self,
-        applier: &SeatRequestApplier,
-        schedules: HashSet<ScheduleId>,
-        freshness: Duration,
-    ) {
-        self.schedules
-            .retain(|_, s| s.read_at.elapsed() < freshness);
-        for schedule in schedules {
-            if self.schedules.contains_key(&schedule) {
-                continue;
-            }
-            let read_at = Instant::now();
-            let Ok(seats) = applier.ports.catalogue.seats(schedule).await else {
-                continue;
-            };
-            let seats = seats.map(|seats| {
-                seats
-                    .into_iter()
-                    .map(|s| {
-                        let known = Known {
-                            state: s.state,
-                            reservation: None,
-                        };
-                        (s.number, known)
-                    })
-                    .collect()
-            });
-            self.schedules.insert(schedule, Snapshot { read_at, seats });
+    fn new(freshness: Duration) -> Self {
+        Self {
+            freshness,
+            schedules: HashMap::new(),
+            to_read: HashSet::new(),
         }
     }
 
-    /// The refusal the database would give, when this memory knows it;
-    /// `None` when the database must decide.
+    fn fresh(&self, at: Instant) -> bool {
+        at.elapsed() < self.freshness
+    }
+
+    /// Forgets what is no longer fresh and reads the seat maps wanted (a
+    /// failed read leaves them unknown: their requests go to storage).
+    async fn refresh(&mut self, applier: &SeatRequestApplier) {
+        let freshness = self.freshness;
+        self.schedules.retain(|_, m| {
+            m.missing = m.missing.filter(|at| at.elapsed() < freshness);
+            m.seats.retain(|_, k| k.at.elapsed() < freshness);
+            m.missing.is_some() || !m.seats.is_empty()
+        });
+        for schedule in std::mem::take(&mut self.to_read) {
+            let at = Instant::now();
+            let Ok(seats) = applier.ports.catalogue.seats(schedule).await else {
+                continue;
+            };
+            let memory = match seats {
+                None => ScheduleMemory {
+                    missing: Some(at),
+                    seats: HashMap::new(),
+                },
+                Some(seats) => ScheduleMemory {
+                    missing: None,
+                    seats: seats
+                        .into_iter()
+                        .map(|s| {
+                            let known = Known {
+                                state: s.state,
+                                reservation: None,
+                                at,
+                            };
+                            (s.number, known)
+                        })
+                        .collect(),
+                },
+            };
+            self.schedules.insert(schedule, memory);
+        }
+    }
+
+    /// The refusal storage would give, when this memory knows every seat
+    /// of the request; `None` when storage must decide.
     fn answer(&self, delivery: &Delivery, now: DateTime<Utc>) -> Option<ReserveError> {
         let request = &delivery.request.request;
-        let snapshot = self.schedules.get(&request.schedule())?;
-        let Some(seats) = &snapshot.seats else {
+        let memory = self.schedules.get(&request.schedule())?;
+        if memory.missing.is_some_and(|at| self.fresh(at)) {
             return Some(ReserveError::SeatNotFound);
-        };
+        }
         let mut taken = Vec::new();
         let mut own = None;
         for number in request.seats() {
-            let known = seats.get(number)?;
+            let known = memory.seats.get(number).filter(|k| self.fresh(k.at))?;
             match known.state {
                 SeatState::Held { by, until } if until > now => {
                     taken.push(*number);
@@ -332,8 +350,9 @@ impl Memory {
         }
         let yours = match own {
             // perhaps held by this very request, decided by the previous
-            // holder of the partition: the database path recognises it
+            // holder of the partition: the storage path recognises it
             Some(_) if delivery.redelivered => return None,
+            // the caller's own hold: named when known, else storage names it
             Some(reservation) if !request.is_many() => Some(reservation?),
             _ => None,
         };
@@ -343,44 +362,52 @@ impl Memory {
         })
     }
 
-    /// Updates the snapshot with what the database decided.
+    /// Learns from what storage decided.
     fn learn(&mut self, delivery: &Delivery, outcome: &SeatOutcome) {
         let request = &delivery.request.request;
         let schedule = request.schedule();
-        let Some(seats) = self
-            .schedules
-            .get_mut(&schedule)
-            .and_then(|s| s.seats.as_mut())
-        else {
-            return;
-        };
+        let at = Instant::now();
         match outcome {
             Ok(held) => {
+                let memory = self.schedules.entry(schedule).or_default();
+                memory.missing = None;
                 for r in held {
-                    seats.insert(
-                        r.seat_number,
-                        Known {
-                            state: SeatState::Held {
-                                by: r.user,
-                                until: r.expires_at,
-                            },
-                            reservation: Some(r.id),
-                        },
-                    );
+                    let state = SeatState::Held {
+                        by: r.user,
+                        until: r.expires_at,
+                    };
+                    let known = Known {
+                        state,
+                        reservation: Some(r.id),
+                        at,
+                    };
+                    memory.seats.insert(r.seat_number, known);
                 }
             }
             // the caller's own hold, named: answerable from now on
             Err(ReserveError::SeatUnavailable {
                 yours: Some(id), ..
             }) if !request.is_many() => {
-                if let Some(known) = seats.get_mut(&request.seats()[0]) {
-                    known.reservation = Some(*id);
+                let known = self
+                    .schedules
+                    .get_mut(&schedule)
+                    .and_then(|m| m.seats.get_mut(&request.seats()[0]));
+                match known {
+                    Some(known) => known.reservation = Some(*id),
+                    None => {
+                        self.to_read.insert(schedule);
+                    }
                 }
+            }
+            // taken, or missing, as this memory did not know: read the
+            // schedule's seats
+            Err(ReserveError::SeatUnavailable { .. } | ReserveError::SeatNotFound) => {
+                self.to_read.insert(schedule);
             }
             // refusals that say nothing about the seats
             Err(ReserveError::HoldLimit { .. } | ReserveError::NotAdmitted) => {}
-            // the database saw what the snapshot did not: read it again
-            Err(_) => {
+            // a failure: what this memory knows of the schedule is in doubt
+            Err(ReserveError::Failed(_)) => {
                 self.schedules.remove(&schedule);
             }
         }
@@ -558,8 +585,8 @@ mod tests {
     async fn requests_for_one_seat_are_decided_in_arrival_order() {
         let s = setup(Duration::ZERO);
         let mut tenure = s.applier.open(Fence::new(1));
-        // a snapshot read before every wave: the later requests for a
-        // seat are decided after (and from) the earlier ones
+        // without memory every request reaches storage, in arrival order
+        // per seat
         let out: Vec<_> = tenure
             .apply(vec![s.one(5, 1), s.one(6, 2), s.one(7, 1), s.one(8, 2)])
             .await
@@ -571,7 +598,7 @@ mod tests {
         assert_eq!(held_by(b), [(6, 2)]);
         assert_eq!(refused(c), (vec![1], None));
         assert_eq!(refused(d), (vec![2], None));
-        assert_eq!(s.units.get(), 2);
+        assert_eq!(s.units.get(), 4);
     }
 
     #[tokio::test]
@@ -581,18 +608,26 @@ mod tests {
         let out: Vec<_> = tenure
             .apply(vec![
                 s.many(1, &[5, 2]),
-                s.many(2, &[1, 5, 9, 2]),
-                s.many(3, &[1, 9]),
+                // every seat known: refused from memory
+                s.many(2, &[2, 5]),
+                // seats 1 and 9 unknown: storage refuses, the seat map is read
+                s.many(3, &[1, 5, 9, 2]),
+                // now known: refused from memory
+                s.many(4, &[1, 5, 9, 2]),
+                // known free: storage decides
+                s.many(5, &[1, 9]),
             ])
             .await
             .into_iter()
             .map(done)
             .collect();
-        let [first, second, third] = <[SeatOutcome; 3]>::try_from(out).unwrap();
+        let [first, second, third, fourth, fifth] = <[SeatOutcome; 5]>::try_from(out).unwrap();
         assert_eq!(held_by(first), [(1, 2), (1, 5)]);
-        assert_eq!(refused(second), (vec![2, 5], None));
-        assert_eq!(held_by(third), [(3, 1), (3, 9)]);
-        assert_eq!(s.units.get(), 2, "the second batch was refused from memory");
+        for refusal in [second, third, fourth] {
+            assert_eq!(refused(refusal), (vec![2, 5], None));
+        }
+        assert_eq!(held_by(fifth), [(5, 1), (5, 9)]);
+        assert_eq!(s.units.get(), 3);
         assert_eq!(s.store.reservations().len(), 4);
     }
 
@@ -693,17 +728,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unknown_schedules_are_not_found_without_a_write() {
+    async fn unknown_schedules_are_not_found_and_then_known_missing() {
         let s = setup(Duration::from_secs(3600));
         let mut tenure = s.applier.open(Fence::new(1));
-        let unknown = s.delivery(SeatRequest::One(ReserveSeat {
-            user: UserId::from(1),
-            schedule: ScheduleId::from(999),
-            seat: seat(1),
-        }));
-        let out = done(tenure.apply(vec![unknown]).await.pop().unwrap());
-        assert!(matches!(out, Err(ReserveError::SeatNotFound)), "{out:?}");
-        assert_eq!(s.units.get(), 0);
+        let unknown = |user| {
+            s.delivery(SeatRequest::One(ReserveSeat {
+                user: UserId::from(user),
+                schedule: ScheduleId::from(999),
+                seat: seat(1),
+            }))
+        };
+        let out = tenure.apply(vec![unknown(1), unknown(2)]).await;
+        for applied in out {
+            let outcome = done(applied);
+            assert!(
+                matches!(outcome, Err(ReserveError::SeatNotFound)),
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(s.units.get(), 1, "the second from memory");
+        assert!(s.store.reservations().is_empty());
     }
 
     #[tokio::test]

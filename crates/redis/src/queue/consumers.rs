@@ -36,7 +36,7 @@ use deadpool_redis::redis::{self, AsyncConnectionConfig, Value};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::scripts::{self, ACQUIRE, EXTEND, RELEASE, REPLY};
+use super::scripts::{self, ACQUIRE, ANSWER, Answer, EXTEND, RELEASE};
 use super::{GROUP, QueueCore, RedisQueue, wire};
 
 /// The partition consumers of one instance (see the module docs).
@@ -248,8 +248,9 @@ async fn tenure(state: Arc<State>, partition: u32, owner: String, token: u64, st
     }
 }
 
-/// A stream entry: its id and fields (`None` when it was deleted).
-type Entry = (String, Option<HashMap<String, String>>);
+/// A stream entry: its id and its request field (`None` when the entry
+/// was deleted or has no such field).
+type Entry = (String, Option<String>);
 
 async fn consume(state: &State, partition: u32, fence: &Fence) -> anyhow::Result<()> {
     let core = &state.core;
@@ -312,7 +313,7 @@ async fn consume(state: &State, partition: u32, fence: &Fence) -> anyhow::Result
         if batch.is_empty() {
             break;
         }
-        if !process(&mut conn, core, &stream, &mut *applier, batch, true).await? {
+        if !process(&mut conn, core, partition, &mut *applier, batch, true).await? {
             return Ok(());
         }
     }
@@ -322,7 +323,7 @@ async fn consume(state: &State, partition: u32, fence: &Fence) -> anyhow::Result
         }
         let batch = read(&mut conn, core, &stream, ">", Some(settings.block)).await?;
         if !batch.is_empty()
-            && !process(&mut conn, core, &stream, &mut *applier, batch, false).await?
+            && !process(&mut conn, core, partition, &mut *applier, batch, false).await?
         {
             return Ok(());
         }
@@ -358,7 +359,7 @@ async fn read(
 async fn process(
     conn: &mut MultiplexedConnection,
     core: &QueueCore,
-    stream: &str,
+    partition: u32,
     applier: &mut dyn concert_domain::PartitionApplier,
     batch: Vec<Entry>,
     redelivered: bool,
@@ -367,7 +368,7 @@ async fn process(
     let mut deliveries = Vec::new();
     let mut seen = HashSet::new();
     for (entry, fields) in batch {
-        match fields.as_ref().map(wire::parse_entry) {
+        match fields.as_deref().map(wire::parse_entry) {
             Some(Ok((request, reply))) => {
                 if seen.insert(request.id.clone()) {
                     deliveries.push((entry, request, reply));
@@ -390,7 +391,7 @@ async fn process(
         let mut pipe = redis::pipe();
         for (_, request, _) in &deliveries {
             pipe.cmd("HGET")
-                .arg(core.keys.request(request.id.as_str()))
+                .arg(core.keys.request(partition, request.id.as_str()))
                 .arg("outcome");
         }
         recorded = pipe
@@ -423,32 +424,21 @@ async fn process(
         }
     }
 
-    let ttl = core.settings.result_ttl.as_secs().max(1);
-    let mut pipe = redis::pipe();
+    let mut answers = Vec::new();
     for ((entry, request, reply), outcome) in deliveries.iter().zip(&outcomes) {
         let Some(outcome) = outcome else { continue };
-        pipe.cmd("EVAL")
-            .arg(REPLY)
-            .arg(1)
-            .arg(core.keys.request(request.id.as_str()))
-            .arg(outcome)
-            .arg(ttl)
-            .arg(reply)
-            .arg(request.id.as_str())
-            .ignore();
+        answers.push(Answer {
+            key: core.keys.request(partition, request.id.as_str()),
+            outcome,
+            channel: reply,
+            id: request.id.as_str(),
+        });
         done.push(entry.clone());
     }
     if !done.is_empty() {
-        pipe.cmd("XACK")
-            .arg(stream)
-            .arg(GROUP)
-            .arg(&done)
-            .ignore()
-            .cmd("XDEL")
-            .arg(stream)
-            .arg(&done)
-            .ignore();
-        pipe.query_async::<()>(conn)
+        let call = scripts::answer(&core.keys.stream(partition), GROUP, &answers, &done);
+        call.invocation(&ANSWER)
+            .invoke_async::<i64>(conn)
             .await
             .context("answering applied requests")?;
     }
@@ -498,26 +488,19 @@ fn entries(reply: Value) -> anyhow::Result<Vec<Entry>> {
                 .as_ref()
                 .and_then(text)
                 .context("a stream entry without an id")?;
-            let fields = match parts.next() {
-                Some(Value::Array(flat)) => {
-                    let mut fields = HashMap::new();
-                    let mut flat = flat.iter();
-                    while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
-                        if let (Some(k), Some(v)) = (text(k), text(v)) {
-                            fields.insert(k, v);
-                        }
-                    }
-                    Some(fields)
-                }
-                Some(Value::Map(pairs)) => Some(
-                    pairs
-                        .iter()
-                        .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
-                        .collect(),
-                ),
+            let is_request = |k: &Value| text(k).as_deref() == Some(wire::FIELD);
+            let request = match parts.next() {
+                Some(Value::Array(flat)) => flat
+                    .chunks_exact(2)
+                    .find(|kv| is_request(&kv[0]))
+                    .and_then(|kv| text(&kv[1])),
+                Some(Value::Map(pairs)) => pairs
+                    .iter()
+                    .find(|(k, _)| is_request(k))
+                    .and_then(|(_, v)| text(v)),
                 _ => None,
             };
-            out.push((id, fields));
+            out.push((id, request));
         }
     }
     Ok(out)
@@ -539,25 +522,26 @@ mod tests {
             Value::Array(vec![
                 Value::Array(vec![
                     bulk("1-0"),
-                    Value::Array(vec![bulk("id"), bulk("x"), bulk("user"), bulk("4")]),
+                    Value::Array(vec![bulk("x"), bulk("other"), bulk("r"), bulk("a b")]),
                 ]),
                 Value::Array(vec![bulk("2-0"), Value::Nil]),
             ]),
         ])]);
-        let parsed = entries(reply).unwrap();
-        assert_eq!(parsed.len(), 2);
-        assert_eq!(parsed[0].0, "1-0");
-        let fields = parsed[0].1.as_ref().unwrap();
-        assert_eq!((fields["id"].as_str(), fields["user"].as_str()), ("x", "4"));
-        assert_eq!(parsed[1], ("2-0".to_owned(), None));
+        assert_eq!(
+            entries(reply).unwrap(),
+            [
+                ("1-0".to_owned(), Some("a b".to_owned())),
+                ("2-0".to_owned(), None)
+            ]
+        );
         let resp3 = Value::Map(vec![(
             bulk("s"),
             Value::Array(vec![Value::Array(vec![
                 bulk("3-0"),
-                Value::Map(vec![(bulk("id"), bulk("y"))]),
+                Value::Map(vec![(bulk("r"), bulk("y"))]),
             ])]),
         )]);
-        assert_eq!(entries(resp3).unwrap()[0].1.as_ref().unwrap()["id"], "y");
+        assert_eq!(entries(resp3).unwrap()[0].1.as_deref(), Some("y"));
         assert!(entries(Value::Int(3)).is_err());
     }
 }

@@ -10,15 +10,18 @@
 //! | `{prefix:queue:<n>}:requests` | stream, group `appliers` | partition `n`'s requests not yet answered |
 //! | `{prefix:queue:<n>}:lease` | string, TTL = lease | the owner token of the instance applying partition `n` |
 //! | `{prefix:queue:<n>}:fence` | string (integer) | the last tenure's fencing token |
-//! | `{prefix:request:<id>}` | hash, TTL | `owner`, `many`, and once applied `outcome` (JSON) |
+//! | `{prefix:queue:<n>}:request:<id>` | hash, TTL | a request's `owner`, `many`, and once applied its `outcome` (JSON) |
 //! | `{prefix:queue}:partitions` | string | the partition count every instance must agree on |
 //! | `{prefix:queue}:replies:<instance>` | pub/sub channel | `<request id> <outcome>` for that instance's waiters |
 //!
-//! A request is submitted with one round trip (the request's hash and the
-//! stream entry, pipelined) and answered on the submitting instance's
+//! A request is submitted with one script call (the request's hash and the
+//! stream entry, atomically) and answered on the submitting instance's
 //! reply channel; the outcome also stays in the request's hash for polling
-//! and for redeliveries. A partition is chosen by hashing the schedule, so
-//! every seat of a schedule (and every batch) lands in one partition.
+//! and for redeliveries. A batch of requests is answered, acknowledged and
+//! deleted with one script call. A partition is chosen by hashing the
+//! schedule, so every seat of a schedule (and every batch) lands in one
+//! partition; every script touches one partition's keys only (one Redis
+//! Cluster slot).
 
 mod consumers;
 mod replies;
@@ -65,7 +68,8 @@ pub struct QueueSettings {
     pub batch: usize,
     /// How long one stream read waits for new requests.
     pub block: Duration,
-    /// How long a request's outcome stays readable.
+    /// How long a request's hash (its owner, then its outcome) stays
+    /// readable after it was submitted.
     pub result_ttl: Duration,
     /// Connection timeouts (the rest is unused here).
     pub redis: RedisLockSettings,
@@ -76,7 +80,7 @@ impl Default for QueueSettings {
         Self {
             partitions: 8,
             lease: Duration::from_secs(3),
-            batch: 256,
+            batch: 1024,
             block: Duration::from_millis(500),
             result_ttl: Duration::from_secs(15 * 60),
             redis: RedisLockSettings::default(),
@@ -107,8 +111,9 @@ impl QueueKeys {
         format!("{}:fence", self.partition(n))
     }
 
-    pub fn request(&self, id: &str) -> String {
-        self.prefix.tag(&format!("request:{id}"))
+    /// The hash of request `id`, queued in partition `n`.
+    pub fn request(&self, n: u32, id: &str) -> String {
+        format!("{}:request:{id}", self.partition(n))
     }
 
     fn partitions(&self) -> String {
@@ -263,9 +268,10 @@ impl RedisQueue {
         Consumers::start(self.core.clone(), appliers)
     }
 
-    /// Whether request `id` is recorded (queued), and its outcome if any.
-    async fn look(&self, id: &str) -> Result<(bool, Option<String>), Failure> {
-        let key = self.core.keys.request(id);
+    /// Whether request `id` is recorded (queued) in `partition`, and its
+    /// outcome if any.
+    async fn look(&self, partition: u32, id: &str) -> Result<(bool, Option<String>), Failure> {
+        let key = self.core.keys.request(partition, id);
         let (owner, outcome): (Option<String>, Option<String>) = self
             .core
             .conn
@@ -284,9 +290,9 @@ impl RedisQueue {
         Ok((owner.is_some(), outcome))
     }
 
-    /// The outcome recorded for request `id`, if any.
-    async fn recorded_outcome(&self, id: &str) -> Result<Option<String>, Failure> {
-        let key = self.core.keys.request(id);
+    /// The outcome recorded for request `id` of `partition`, if any.
+    async fn recorded_outcome(&self, partition: u32, id: &str) -> Result<Option<String>, Failure> {
+        let key = self.core.keys.request(partition, id);
         self.core
             .conn
             .run(|mut conn| {
@@ -311,56 +317,36 @@ fn decoded(json: &str) -> Result<Submitted, Failure> {
 
 #[async_trait]
 impl SeatQueue for RedisQueue {
-    /// One round trip queues it (`MULTI`: `HSET` of its owner, `EXPIRE`,
-    /// `XADD`, `EXEC`); then the reply is awaited on this instance's
-    /// channel. When that round trip fails after it was sent (a timeout),
-    /// the request may still have been queued: the reply is awaited all the
-    /// same, and at the end the request's hash (written with the entry)
-    /// tells: queued (pending) or not (unavailable). A later command on
-    /// the same connection runs after it, so that look cannot miss it. A
-    /// command retried after a broken connection may queue the request
-    /// twice: the second copy finds the first one's outcome recorded and
-    /// answers it.
+    /// One script call queues it (the request's hash with its owner and
+    /// the stream entry, atomically); then the reply is awaited on this
+    /// instance's channel. When that call fails after it was sent (a
+    /// timeout), the request may still have been queued: the reply is
+    /// awaited all the same, and at the end the request's hash tells:
+    /// queued (pending) or not (unavailable). A later command on the same
+    /// connection runs after it, so that look cannot miss it. A call
+    /// retried after a broken connection may queue the request twice: the
+    /// second copy finds the first one's outcome recorded and answers it.
     async fn submit(&self, request: &QueuedRequest, wait: Duration) -> Result<Submitted, Failure> {
         let core = &self.core;
         let id = request.id.as_str();
         let deadline = Instant::now() + wait;
         let mut registration = core.board.register(id);
-        let stream = core
-            .keys
-            .stream(self.partition_of(request.request.schedule()));
-        let key = core.keys.request(id);
-        let fields = wire::entry(request, &core.channel);
-        let ttl = core.settings.result_ttl.as_secs().max(1);
-        let owner = request.request.user().get();
-        let many = u8::from(request.request.is_many());
+        let partition = self.partition_of(request.request.schedule());
+        let call = scripts::submit(
+            &core.keys.request(partition, id),
+            &core.keys.stream(partition),
+            request.request.user().get(),
+            request.request.is_many(),
+            core.settings.result_ttl,
+            (wire::FIELD, wire::entry(request, &core.channel)),
+        );
         let (queued, sent) = core
             .conn
-            .run_noting(|mut conn| {
-                let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .cmd("HSET")
-                    .arg(&key)
-                    .arg("owner")
-                    .arg(owner)
-                    .arg("many")
-                    .arg(many)
-                    .ignore()
-                    .cmd("EXPIRE")
-                    .arg(&key)
-                    .arg(ttl)
-                    .ignore();
-                let xadd = pipe.cmd("XADD").arg(&stream).arg("*");
-                for (name, value) in &fields {
-                    xadd.arg(*name).arg(value);
-                }
-                xadd.ignore();
-                async move { pipe.query_async::<()>(&mut conn).await }
-            })
+            .invoke_noting::<String>(&scripts::SUBMIT, &call)
             .await;
         // `Some(failure)`: perhaps queued, perhaps not
         let doubt = match queued {
-            Ok(()) => None,
+            Ok(_) => None,
             Err(failure @ Failure::Unavailable(_)) if sent => Some(failure),
             Err(failure) => return Err(failure),
         };
@@ -376,7 +362,7 @@ impl SeatQueue for RedisQueue {
                 },
                 () = tokio::time::sleep_until(deadline) => break,
                 () = tokio::time::sleep(POLL), if registration.may_have_missed() => {
-                    if let Ok(Some(json)) = self.recorded_outcome(id).await {
+                    if let Ok(Some(json)) = self.recorded_outcome(partition, id).await {
                         return decoded(&json);
                     }
                 }
@@ -384,7 +370,7 @@ impl SeatQueue for RedisQueue {
         }
         // The budget is spent: one last look, in case the reply was on its
         // way (and, in doubt, to learn whether it was queued at all).
-        let look = self.look(id).await;
+        let look = self.look(partition, id).await;
         match (look, doubt) {
             (Ok((_, Some(json))), _) => decoded(&json),
             (Ok((true, None)), _) => Ok(Submitted::Pending),
@@ -395,19 +381,27 @@ impl SeatQueue for RedisQueue {
         }
     }
 
+    /// Looks in every partition (one pipelined round trip): the id does
+    /// not say where its request was queued.
     async fn state(&self, id: &RequestId) -> Result<Option<RequestState>, Failure> {
-        let key = self.core.keys.request(id.as_str());
-        let fields: HashMap<String, String> = self
-            .core
+        let core = &self.core;
+        let keys: Vec<String> = (0..core.settings.partitions)
+            .map(|n| core.keys.request(n, id.as_str()))
+            .collect();
+        let found: Vec<HashMap<String, String>> = core
             .conn
             .run(|mut conn| {
-                let key = key.clone();
-                async move { redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await }
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("HGETALL").arg(key);
+                }
+                async move { pipe.query_async(&mut conn).await }
             })
             .await?;
-        let Some(owner) = fields.get("owner") else {
+        let Some(fields) = found.into_iter().find(|f| f.contains_key("owner")) else {
             return Ok(None);
         };
+        let owner = &fields["owner"];
         let owner = owner
             .parse::<u64>()
             .map(UserId::from)
@@ -439,7 +433,7 @@ mod tests {
         assert_eq!(keys.stream(3), "{t1:queue:3}:requests");
         assert_eq!(keys.lease(3), "{t1:queue:3}:lease");
         assert_eq!(keys.fence(3), "{t1:queue:3}:fence");
-        assert_eq!(keys.request("ab"), "{t1:request:ab}");
+        assert_eq!(keys.request(3, "ab"), "{t1:queue:3}:request:ab");
         assert_eq!(keys.partitions(), "{t1:queue}:partitions");
         assert_eq!(keys.replies("i1"), "{t1:queue}:replies:i1");
         // the purge pattern of the prefix covers them all

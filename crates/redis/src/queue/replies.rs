@@ -1,6 +1,7 @@
 //! Request-reply: each instance listens on its own reply channel (one
 //! subscriber connection per process); a request names that channel, and
-//! whichever instance applies it publishes `<request id> <outcome>` there.
+//! whichever instance applies it publishes `<request id> <outcome>` there
+//! (one line per request, one message per channel and batch).
 //! A waiter registers before its request is queued, so no reply can
 //! arrive unseen. While the subscriber connection is down (or after it
 //! reconnected, when replies may have been missed) waiters read their
@@ -58,13 +59,22 @@ impl Board {
         }
     }
 
+    /// Hands each line of a reply message (`<request id> <outcome>`) to
+    /// its waiter.
     fn deliver(&self, payload: &[u8]) {
-        let Some((id, outcome)) = wire::parse_reply(payload) else {
-            tracing::debug!("ignoring a malformed queue reply");
+        let Ok(text) = std::str::from_utf8(payload) else {
+            tracing::debug!("ignoring a queue reply that is not UTF-8");
             return;
         };
-        if let Some(tx) = self.waiting().remove(id) {
-            let _ = tx.send(outcome.to_owned());
+        let mut waiting = self.waiting();
+        for line in text.split('\n') {
+            let Some((id, outcome)) = wire::parse_reply(line) else {
+                tracing::debug!("ignoring a malformed queue reply");
+                continue;
+            };
+            if let Some(tx) = waiting.remove(id) {
+                let _ = tx.send(outcome.to_owned());
+            }
         }
     }
 }
@@ -202,9 +212,8 @@ mod tests {
         let mut a = board.register("a");
         let b = board.register("b");
         assert!(!a.may_have_missed());
-        board.deliver(b"a {\"kind\":\"notAdmitted\"}");
-        board.deliver(b"zzz {}");
-        board.deliver(b"junk");
+        board.deliver(b"zzz {}\na {\"kind\":\"notAdmitted\"}\njunk");
+        board.deliver(b"\xff");
         assert_eq!((&mut a.rx).await.unwrap(), "{\"kind\":\"notAdmitted\"}");
         // a new subscription: b may have missed its reply
         board.generation.fetch_add(1, Ordering::AcqRel);
