@@ -106,7 +106,7 @@ pub(crate) fn accepted(id: &RequestId) -> HttpResponse {
 /// time answered 202 with this request's id. PENDING until applied; then
 /// DONE with the reservation (or reservations, for a batch) or the problem
 /// the hold would have answered directly. Another user's request, like an
-/// unknown one, is not-found. Outcomes are kept for 15 minutes.
+/// unknown one, is not-found. Requests are kept 15 minutes from submission.
 #[utoipa::path(
     tag = "reservations",
     params(("requestId" = String, Path, description = "The request id the 202 answered",
