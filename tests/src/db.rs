@@ -28,6 +28,7 @@ pub fn control(name: &str) -> Control {
         redlock: None,
         relay: true,
         lock_options: concert_domain::LockOptions::default(),
+        queue: None,
     };
     concert_app::StrategyName::named(name)
         .build(&adapters)

@@ -11,4 +11,5 @@ pub mod db;
 pub mod events;
 pub mod locks;
 pub mod prometheus;
+pub mod queue;
 pub mod redis;

@@ -18,15 +18,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use concert_domain::{Clock, Controls, LockOptions, Ports, Services};
+use concert_domain::{
+    ApplierOptions, Clock, Controls, LockOptions, Ports, SeatRequestApplier, Services,
+};
 use concert_http::{AppState, Auth, AuthOptions, HttpOptions, Readiness};
 use concert_inprocess::{LocalLock, SystemClock};
 use concert_mysql::{Db, MysqlStore, PoolOptions};
-use concert_redis::{RedLock, RedisLockSettings, RedisLocks};
+use concert_redis::{Consumers, QueueSettings, RedLock, RedisLockSettings, RedisLocks, RedisQueue};
 use secrecy::ExposeSecret;
 
 pub use settings::Settings;
-pub use strategies::{Adapters, REGISTRY, StrategyName};
+pub use strategies::{Adapters, QueueAdapter, REGISTRY, StrategyName};
 
 /// What a test (or the lab) may replace in the wiring.
 #[derive(Clone, Default)]
@@ -43,6 +45,8 @@ pub struct Infrastructure {
     pub redis: Option<RedisLocks>,
     /// The RedLock masters, when `APP_REDLOCK_URLS` names them.
     pub redlock: Option<RedLock>,
+    /// The seat queue, when seat holds use the `queue` strategy.
+    pub queue: Option<RedisQueue>,
     pub clock: Arc<dyn Clock>,
     /// The waiting room, when it is on.
     pub room: Option<room::Room>,
@@ -79,6 +83,11 @@ impl Infrastructure {
                     .context("configuring APP_REDLOCK_URLS")?,
             )
         };
+        let queue = if settings.strategies.need_queue() {
+            Some(connect_queue(settings).await?)
+        } else {
+            None
+        };
         let store = MysqlStore::new(db.clone());
         Ok(Self {
             events: events::EventPorts::new(&settings.events, Arc::new(store.clone())),
@@ -87,6 +96,7 @@ impl Infrastructure {
             redis,
             redlock,
             room: room::Room::build(settings)?,
+            queue,
             clock: overrides
                 .clock
                 .clone()
@@ -127,6 +137,10 @@ impl Infrastructure {
                 wait: settings.locks.wait,
                 watchdog: true,
             },
+            queue: self.queue.as_ref().map(|queue| QueueAdapter {
+                queue: Arc::new(queue.clone()),
+                reply: settings.queue.reply,
+            }),
         };
         let strategies = settings.strategies;
         let controls = Controls {
@@ -153,6 +167,19 @@ impl Infrastructure {
         })
     }
 
+    /// Starts this instance's queue partition consumers (when seat holds
+    /// use the `queue` strategy): they apply the partitions whose leases
+    /// they hold through the domain's [`SeatRequestApplier`].
+    pub fn start_queue_consumers(&self, settings: &Settings) -> Option<Consumers> {
+        let queue = self.queue.as_ref()?;
+        let applier =
+            SeatRequestApplier::new(self.ports(), settings.policy).with_options(ApplierOptions {
+                memory: settings.queue.memory,
+                ..ApplierOptions::default()
+            });
+        Some(queue.start_consumers(Arc::new(applier)))
+    }
+
     /// What `/health/ready` checks.
     pub fn readiness(&self) -> Vec<Arc<dyn Readiness>> {
         let mut checks: Vec<Arc<dyn Readiness>> = vec![Arc::new(MysqlReady(self.db.clone()))];
@@ -165,6 +192,27 @@ impl Infrastructure {
             checks.push(Arc::new(RedLockReady(redlock.clone())));
         }
         checks
+    }
+}
+
+/// The seat queue of these settings; when Redis does not answer yet it
+/// starts anyway (the consumers check the partition count once it does).
+async fn connect_queue(settings: &Settings) -> anyhow::Result<RedisQueue> {
+    let url = settings.redis.url.expose_secret();
+    let prefix = &settings.redis.prefix;
+    let queue_settings = QueueSettings {
+        partitions: settings.queue.partitions,
+        lease: settings.queue.lease,
+        ..QueueSettings::default()
+    };
+    match RedisQueue::connect(url, prefix, queue_settings).await {
+        Ok(queue) => Ok(queue),
+        Err(concert_domain::Failure::Unavailable(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "Redis does not answer yet; the seat queue starts anyway");
+            RedisQueue::connect_lazy(url, prefix, queue_settings)
+                .context("configuring the seat queue")
+        }
+        Err(e) => Err(e).context("connecting the seat queue"),
     }
 }
 
@@ -249,6 +297,7 @@ pub struct Application {
     server: concert_http::Server,
     background: Vec<tokio::task::JoinHandle<()>>,
     events: events::EventsRuntime,
+    consumers: Option<Consumers>,
     db: Db,
 }
 
@@ -281,6 +330,7 @@ impl Application {
         }
         background.push(metrics.spawn_sampler(infra.db.clone()));
         let events = events::EventsRuntime::start(&settings, &infra).await?;
+        let consumers = infra.start_queue_consumers(&settings);
         let state = AppState {
             services,
             auth: auth(&settings),
@@ -309,6 +359,7 @@ impl Application {
             server,
             background,
             events,
+            consumers,
             db: infra.db,
         })
     }
@@ -332,6 +383,9 @@ impl Application {
             task.abort();
         }
         self.events.stop().await;
+        if let Some(consumers) = self.consumers {
+            consumers.stop().await;
+        }
         self.db.close();
         tracing::info!("stopped");
         result.context("HTTP server failed")

@@ -31,6 +31,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub strategies: Strategies,
     pub locks: LockSettings,
+    pub queue: QueueSettings,
     pub policy: Policy,
     /// `APP_WAITING_ROOM*` (see [`crate::room`]).
     pub waiting_room: RoomSettings,
@@ -114,6 +115,12 @@ impl Strategies {
     pub fn need_redis(&self) -> bool {
         self.all().iter().any(|s| s.needs_redis())
     }
+
+    /// True when seat holds go through the queue (its consumers then run
+    /// in this instance).
+    pub fn need_queue(&self) -> bool {
+        self.seats.seats_only()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +134,23 @@ pub struct LockSettings {
     /// memory, so only one of them at a time contends in Redis, and hand
     /// the Redis lock from one to the next without a round trip.
     pub local_queue: bool,
+}
+
+/// The `queue` seat strategy's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSettings {
+    /// `APP_QUEUE_REPLY_MS`: how long a seat request waits for its outcome
+    /// before answering 202 with its request id (0: always 202).
+    pub reply: Duration,
+    /// `APP_QUEUE_PARTITIONS`: partition streams (the same on every
+    /// instance).
+    pub partitions: u32,
+    /// `APP_QUEUE_LEASE_MS`: a partition lease; a dead holder is replaced
+    /// within it.
+    pub lease: Duration,
+    /// `APP_QUEUE_MEMORY_MS`: how long a partition's applier answers "seat
+    /// taken" from its snapshot of a schedule before reading it again.
+    pub memory: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +245,12 @@ impl Settings {
                 wait: var.millis("APP_LOCK_WAIT_MS", 5_000)?,
                 local_queue: var.parse("APP_LOCK_LOCAL_QUEUE", true)?,
             },
+            queue: QueueSettings {
+                reply: var.millis("APP_QUEUE_REPLY_MS", 2_000)?,
+                partitions: var.parse("APP_QUEUE_PARTITIONS", 8)?,
+                lease: var.millis("APP_QUEUE_LEASE_MS", 3_000)?,
+                memory: var.millis("APP_QUEUE_MEMORY_MS", 1_000)?,
+            },
             policy: Policy {
                 hold: Duration::from_secs(var.parse("APP_HOLD_SECONDS", 300)?),
                 max_holds_per_user: var.parse("APP_MAX_HOLDS_PER_USER", 0)?,
@@ -256,6 +286,22 @@ impl Settings {
         }
         if self.http.workers == Some(0) {
             bail!("APP_WORKERS must be at least 1");
+        }
+        if !(1..=1024).contains(&self.queue.partitions) {
+            bail!("APP_QUEUE_PARTITIONS must be between 1 and 1024");
+        }
+        if self.queue.lease < Duration::from_millis(100) {
+            bail!("APP_QUEUE_LEASE_MS must be at least 100");
+        }
+        for (name, strategy) in [
+            ("APP_CHARGE_STRATEGY", self.strategies.charge),
+            ("APP_USE_STRATEGY", self.strategies.spend),
+        ] {
+            if strategy.seats_only() {
+                bail!(
+                    "{name}={strategy}: {strategy} applies to seat reservation only (APP_SEAT_STRATEGY)"
+                );
+            }
         }
         if self.redis.prefix.contains(['{', '}']) {
             bail!("APP_REDIS_PREFIX must not contain '{{' or '}}'");
@@ -392,6 +438,44 @@ mod tests {
         let printed = format!("{s:?}");
         for secret in ["s3cret", "pa55word", "hunter2"] {
             assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+    }
+
+    #[test]
+    fn the_queue_applies_to_seats_only_and_its_settings_parse() {
+        let s = from(&[]).unwrap();
+        assert_eq!(
+            (
+                s.queue.reply,
+                s.queue.partitions,
+                s.queue.lease,
+                s.queue.memory
+            ),
+            (
+                Duration::from_millis(2_000),
+                8,
+                Duration::from_millis(3_000),
+                Duration::from_millis(1_000)
+            )
+        );
+        assert!(!s.strategies.need_queue());
+        let s = from(&[
+            ("APP_SEAT_STRATEGY", "queue"),
+            ("APP_QUEUE_REPLY_MS", "0"),
+            ("APP_QUEUE_PARTITIONS", "16"),
+        ])
+        .unwrap();
+        assert!(s.strategies.need_queue() && s.strategies.need_redis());
+        assert_eq!((s.queue.reply, s.queue.partitions), (Duration::ZERO, 16));
+        for (name, value) in [
+            ("APP_CHARGE_STRATEGY", "queue"),
+            ("APP_USE_STRATEGY", "queue"),
+            ("APP_QUEUE_PARTITIONS", "0"),
+            ("APP_QUEUE_LEASE_MS", "10"),
+            ("APP_QUEUE_REPLY_MS", "soon"),
+        ] {
+            let err = from(&[(name, value)]).unwrap_err();
+            assert!(format!("{err:#}").contains(name), "{name}: {err:#}");
         }
     }
 

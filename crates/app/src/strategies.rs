@@ -8,9 +8,10 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use concert_domain::{Control, DistributedLock, LockOptions, RetryPolicy};
+use concert_domain::{Control, DistributedLock, LockOptions, RetryPolicy, SeatQueue};
 use concert_inprocess::{LocalLock, Relay};
 use concert_redis::{RedLock, RedisLocks};
 
@@ -26,6 +27,16 @@ pub struct Adapters {
     /// when `APP_LOCK_LOCAL_QUEUE=false`).
     pub relay: bool,
     pub lock_options: LockOptions,
+    /// The seat queue (`queue`), when seat holds are configured to use it.
+    pub queue: Option<QueueAdapter>,
+}
+
+/// The seat queue and how long a request waits for its outcome.
+#[derive(Clone)]
+pub struct QueueAdapter {
+    pub queue: Arc<dyn SeatQueue>,
+    /// `APP_QUEUE_REPLY_MS`
+    pub reply: Duration,
 }
 
 impl Adapters {
@@ -50,6 +61,14 @@ impl Adapters {
         } else {
             Arc::new(lock)
         }
+    }
+
+    fn queued(&self, name: &str) -> anyhow::Result<Control> {
+        let q = self
+            .queue
+            .as_ref()
+            .context("the queue strategy is configured but the seat queue is not set up")?;
+        Ok(Control::queued(name, q.queue.clone(), q.reply))
     }
 
     fn locked(&self, name: &str, lock: Arc<dyn DistributedLock>) -> Control {
@@ -122,7 +141,18 @@ pub static REGISTRY: &[Strategy] = &[
         needs_redis: false,
         build: |a, name| Ok(a.locked(name, a.relayed(a.redlock()?.clone()))),
     },
+    Strategy {
+        name: QUEUE,
+        summary: "seat holds only: queued per schedule partition (Redis Streams), applied in \
+                  arrival order by the one fenced holder of the partition's lease; no lock",
+        needs_redis: true,
+        build: |a, name| a.queued(name),
+    },
 ];
+
+/// The strategy that serializes seat holds through a queue; it applies to
+/// seat reservation only.
+pub const QUEUE: &str = "queue";
 
 /// A validated strategy name: one of [`REGISTRY`].
 #[derive(Clone, Copy)]
@@ -141,6 +171,12 @@ impl StrategyName {
 
     pub fn needs_redis(&self) -> bool {
         self.0.needs_redis
+    }
+
+    /// True for a strategy that applies to seat reservation only
+    /// (`queue`).
+    pub fn seats_only(&self) -> bool {
+        self.0.name == QUEUE
     }
 
     /// The strategy's control over `adapters`.
@@ -222,6 +258,7 @@ mod tests {
             redlock: None,
             relay: true,
             lock_options: LockOptions::default(),
+            queue: None,
         };
         for s in REGISTRY {
             let built = StrategyName(s).build(&adapters);

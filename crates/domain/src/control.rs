@@ -15,7 +15,11 @@
 //!
 //! A [`Control`] is one operation's choice, made at wiring from
 //! configuration: run once under a protection, retry optimistic conflicts,
-//! or run under a lock (any [`DistributedLock`] adapter).
+//! run under a lock (any [`DistributedLock`] adapter), or (seat holds only)
+//! send the request to the one applier of its partition ([`SeatQueue`]),
+//! which applies it fenced by the partition's lease.
+//!
+//! [`SeatQueue`]: crate::queue::SeatQueue
 
 use std::fmt;
 use std::future::Future;
@@ -25,6 +29,7 @@ use std::time::{Duration, Instant};
 use crate::clock::Clock;
 use crate::error::{Failure, OperationError};
 use crate::lock::{DistributedLock, Fences, LockKey, LockOptions, with_locks};
+use crate::queue::SeatQueue;
 
 /// How a unit of work protects the rows it reads and then writes.
 #[derive(Debug, Clone)]
@@ -137,6 +142,10 @@ enum Kind {
         lock: Arc<dyn DistributedLock>,
         options: LockOptions,
     },
+    Queued {
+        queue: Arc<dyn SeatQueue>,
+        reply: Duration,
+    },
 }
 
 /// One operation's concurrency control, chosen at wiring.
@@ -188,6 +197,27 @@ impl Control {
     /// version check as the second line of defence.
     pub fn locked(name: &str, lock: Arc<dyn DistributedLock>, options: LockOptions) -> Self {
         Self::new(name, Kind::Locked { lock, options })
+    }
+
+    /// Seat holds through `queue`: the request is applied by the holder of
+    /// its partition's lease, fenced by that lease, in arrival order; the
+    /// caller waits up to `reply` for the outcome. No other operation can
+    /// run under it ([`Control::run`] refuses).
+    pub fn queued(name: &str, queue: Arc<dyn SeatQueue>, reply: Duration) -> Self {
+        Self::new(name, Kind::Queued { queue, reply })
+    }
+
+    /// The queue and reply budget of a [`Control::queued`] control.
+    pub fn queue(&self) -> Option<(&Arc<dyn SeatQueue>, Duration)> {
+        match &self.kind {
+            Kind::Queued { queue, reply } => Some((queue, *reply)),
+            _ => None,
+        }
+    }
+
+    /// The observer this control reports to.
+    pub fn observer(&self) -> &Arc<dyn Observer> {
+        &self.observer
     }
 
     pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
@@ -243,6 +273,13 @@ impl Control {
                 }
                 outcome
             }
+            // Queued work is applied where the partition's lease is held,
+            // not here; the wiring only builds it for seat holds, which
+            // submit instead of running (see `ReservationService`).
+            Kind::Queued { .. } => Err(Failure::unknown(anyhow::anyhow!(
+                "the {name} strategy applies seat holds only; {op} cannot run under it"
+            ))
+            .into()),
         }
     }
 
@@ -454,6 +491,29 @@ mod tests {
             Err(ReserveError::Failed(Failure::LockTimeout))
         ));
         assert_eq!(counts.get(), [0, 0, 0, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_queued_control_runs_no_work_in_place() {
+        let control = Control::queued(
+            "queue",
+            Arc::new(crate::queue::MockSeatQueue::new()),
+            Duration::from_secs(2),
+        );
+        assert_eq!(
+            control.queue().map(|(_, reply)| reply),
+            Some(Duration::from_secs(2))
+        );
+        assert!(Control::optimistic("o").queue().is_none());
+        let out: Result<(), ReserveError> = control
+            .run(Operation::Charge, &[], &no_sleep_clock(), |_| async {
+                panic!("must not run")
+            })
+            .await;
+        assert!(matches!(
+            out,
+            Err(ReserveError::Failed(Failure::Unknown(_)))
+        ));
     }
 
     #[test]

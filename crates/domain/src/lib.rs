@@ -18,6 +18,8 @@
 //! - [`control`]: the protections of the brief (optimistic, pessimistic,
 //!   atomic, fenced under a lock) and the per-operation [`Control`] the app
 //!   chooses from configuration.
+//! - [`queue`]: the queue strategy's values and ports (seat requests sent
+//!   to the one applier of their partition).
 //! - [`services`]: the use cases. Each shows its steps: begin a unit of work
 //!   with the protection chosen, load, apply the rule, save, record the
 //!   events, commit.
@@ -33,6 +35,7 @@ pub mod ids;
 pub mod lock;
 pub mod model;
 pub mod ports;
+pub mod queue;
 pub mod relay;
 pub mod services;
 
@@ -69,13 +72,18 @@ pub use ports::{
     Queries, ReservationRepository, SeatRepository, Stored, Transactions, UnitOfWork, WaitingRoom,
     WalletRepository,
 };
+pub use queue::{
+    Applied, Appliers, Delivery, PartitionApplier, QueuedRequest, RequestId, RequestState,
+    SeatOutcome, SeatQueue, SeatRequest, Submitted,
+};
 pub use relay::{
     Backlog, CommitListener, EventPublisher, NotifyingTransactions, OutboxEvent, OutboxFeed,
     OutboxRelay, Published, RelayStep,
 };
 pub use services::{
-    CatalogueService, ChargePoints, Controls, PayReservation, PaymentService, PointService, Policy,
-    Ports, ReservationService, ReserveSeat, ReserveSeats, Services, UsePoints,
+    ApplierOptions, CatalogueService, ChargePoints, Controls, PayReservation, PaymentService,
+    PointService, Policy, Ports, RequestView, Requested, ReservationService, ReserveSeat,
+    ReserveSeats, SeatRequestApplier, Services, UsePoints,
 };
 
 #[cfg(any(test, feature = "mock"))]
@@ -85,4 +93,5 @@ pub use lock::{MockDistributedLock, TestHeldLock};
 #[cfg(any(test, feature = "mock"))]
 pub use ports::MockWaitingRoom;
 #[cfg(any(test, feature = "mock"))]
+pub use queue::MockSeatQueue;
 pub use relay::{MockEventPublisher, MockOutboxFeed};

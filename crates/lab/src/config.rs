@@ -197,8 +197,9 @@ options:
                       relay, seat-map (default: all); waiting-room, on-sale
                       (below)
   --strategies a,b    optimistic, optimistic-retry, pessimistic, atomic, local,
-                      redis-simple, redis-spin, redis-pubsub, redis-redlock
-                      (default: all; redis-redlock runs over databases 1-3 of REDIS_URL)
+                      redis-simple, redis-spin, redis-pubsub, redis-redlock,
+                      queue (seat and batch races only) (default: all;
+                      redis-redlock runs over databases 1-3 of REDIS_URL)
   --reps N            repetitions per row (default 5); rows report median, min, max
   --tasks N           point-use tasks (default 100)
   --amount N          points each task uses (default 500)

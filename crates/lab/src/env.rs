@@ -8,11 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use concert_app::{Adapters, Infrastructure, Overrides, Settings, StrategyName};
-use concert_domain::{Controls, LockOptions, Observer, Operation, Services};
+use concert_app::{Adapters, Infrastructure, Overrides, QueueAdapter, Settings, StrategyName};
+use concert_domain::{
+    ApplierOptions, Controls, LockOptions, Observer, Operation, SeatRequestApplier, Services,
+};
 use concert_inprocess::{LocalLock, LockStats};
 use concert_mysql::{DatabaseUrl, Db};
-use concert_redis::{RedLock, RedisLockSettings, RedisLocks};
+use concert_redis::{Consumers, QueueSettings, RedLock, RedisLockSettings, RedisLocks, RedisQueue};
 use concert_testkit::Sql;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -78,6 +80,8 @@ pub struct LabEnv {
     infra: Infrastructure,
     adapters: Adapters,
     settings: Settings,
+    /// The queue's partition consumers, when `queue` is measured.
+    consumers: Option<Consumers>,
 }
 
 impl LabEnv {
@@ -116,6 +120,30 @@ impl LabEnv {
             &settings.redis.prefix,
             RedisLockSettings::default(),
         )?;
+        let counts: Arc<Counts> = Arc::default();
+        // The queue strategy: this process submits and also holds every
+        // partition's lease (one instance), its applier reporting to the
+        // lab's counters.
+        let (queue, consumers) = if config.strategies.iter().any(|s| s.seats_only()) {
+            let queue = RedisQueue::connect(
+                &config.redis_url,
+                &settings.redis.prefix,
+                QueueSettings::default(),
+            )
+            .await
+            .with_context(|| format!("connecting the seat queue at {}", config.redis_url))?;
+            let applier = SeatRequestApplier::new(infra.ports(), settings.policy)
+                .with_options(ApplierOptions::default())
+                .with_observer(concert_app::strategies::QUEUE, counts.clone());
+            let consumers = queue.start_consumers(Arc::new(applier));
+            let adapter = QueueAdapter {
+                queue: Arc::new(queue),
+                reply: Duration::from_secs(60),
+            };
+            (Some(adapter), Some(consumers))
+        } else {
+            (None, None)
+        };
         let adapters = Adapters {
             local: local.clone(),
             redis: Some(redis.clone()),
@@ -126,6 +154,7 @@ impl LabEnv {
                 wait: settings.locks.wait,
                 watchdog: true,
             },
+            queue,
         };
         let checker = services_for(
             &infra,
@@ -140,11 +169,12 @@ impl LabEnv {
             sql,
             redis,
             local,
-            counts: Arc::default(),
+            counts,
             checker,
             infra,
             adapters,
             settings,
+            consumers,
         })
     }
 
@@ -174,6 +204,7 @@ impl LabEnv {
     pub fn lock_stats(&self, strategy: StrategyName) -> Option<LockStats> {
         match strategy.as_str() {
             "local" => Some(self.local.stats()),
+            _ if strategy.seats_only() => None,
             _ if strategy.needs_redis() => Some(self.redis.stats()),
             _ => None,
         }
@@ -186,6 +217,9 @@ impl LabEnv {
 
     /// Drops the lab database and the lab's Redis keys.
     pub async fn destroy(self) {
+        if let Some(consumers) = self.consumers {
+            consumers.stop().await;
+        }
         self.sql.close();
         self.db.close();
         if let Err(e) = self.redis.purge().await {
@@ -241,12 +275,21 @@ fn services_for(
             None => control,
         })
     };
+    // A seat-only strategy (`queue`) leaves the point operations to the
+    // shipped defaults.
+    let or_default = |default: &str| {
+        if strategy.seats_only() {
+            StrategyName::named(default)
+        } else {
+            strategy
+        }
+    };
     Ok(Services::new(
         infra.ports(),
         Controls {
             seats: control(strategy)?,
-            charge: control(strategy)?,
-            spend: control(strategy)?,
+            charge: control(or_default("optimistic"))?,
+            spend: control(or_default("pessimistic"))?,
         },
         settings.policy,
     ))

@@ -82,10 +82,12 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
     for scenario in &config.scenarios {
         let raw_rows = Raw::ALL.map(Subject::Raw);
         let service_rows = strategies.iter().map(|s| Subject::Service(*s));
+        // point rows only for the strategies that control point use
+        let point_strategies = strategies.iter().filter(|s| !s.seats_only());
         match scenario {
             Scenario::PointUse => {
                 plan.extend(raw_rows.iter().map(|r| (*scenario, *r, None)));
-                plan.extend(service_rows.map(|s| (*scenario, s, None)));
+                plan.extend(point_strategies.map(|s| (*scenario, Subject::Service(*s), None)));
             }
             Scenario::PointCharge => plan.extend(
                 ["optimistic", "pessimistic"]
@@ -105,6 +107,7 @@ pub async fn run_all(env: &LabEnv, config: &LabConfig) -> anyhow::Result<Vec<Row
                     plan.extend(
                         strategies
                             .iter()
+                            .filter(|s| !s.seats_only())
                             .map(|s| (*scenario, Subject::Service(*s), Some(target))),
                     );
                 }

@@ -118,7 +118,7 @@ impl Connection {
 
     /// [`Connection::run`], also telling whether `op` was started at all
     /// (false: no connection could be had, nothing reached Redis).
-    async fn run_noting<T, F, Fut>(&self, op: F) -> (Result<T, Failure>, bool)
+    pub async fn run_noting<T, F, Fut>(&self, op: F) -> (Result<T, Failure>, bool)
     where
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,

@@ -46,6 +46,7 @@ impl Prefix {
         Ok(Self(prefix.to_owned()))
     }
 
+    /// `{prefix:name}`: the hash tag of `name` under this prefix.
     pub(crate) fn tag(&self, name: &str) -> String {
         if self.0.is_empty() {
             format!("{{{name}}}")

@@ -3,9 +3,11 @@
 //! process ([`RedisLocks`] and its handles `simple()`, `spin()`,
 //! `pubsub()`) and over N independent masters ([`RedLock`],
 //! `redis-redlock`); the waiting room port ([`RedisWaitingRoom`], one Lua
-//! script per step, see `docs/waiting-room.md`); and the event streams
+//! script per step, see `docs/waiting-room.md`); the event streams
 //! ([`streams`]: the relay's publisher, a consumer runtime on consumer
-//! groups, tail and status).
+//! groups, tail and status); and the queue strategy's seat queue on Redis
+//! Streams with its fenced partition consumers ([`RedisQueue`],
+//! [`Consumers`], see `docs/queue.md`).
 //!
 //! Every lock guarantees: mutual exclusion per key while the lease lasts;
 //! a random owner token per acquisition, and a release that never deletes
@@ -34,6 +36,7 @@ mod connection;
 mod keys;
 mod lock;
 mod locks;
+mod queue;
 mod redlock;
 mod room;
 mod scripts;
@@ -48,6 +51,7 @@ pub use backoff::SpinBackoff;
 pub use concert_inprocess::LockStats;
 pub use lock::{RedisHeld, RedisLock};
 pub use locks::RedisLocks;
+pub use queue::{Consumers, QueueSettings, RedisQueue};
 pub use redlock::{RedLock, RedLockHeld};
 pub use room::{ROOM_KEEP, RedisWaitingRoom};
 pub use settings::RedisLockSettings;

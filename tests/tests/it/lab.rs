@@ -43,14 +43,16 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
         .expect("the lab run is exact and its audit clean");
     let rows = &results.rows;
 
-    // point-use: 2 raw + every strategy; point-charge: 2; seat-race and
-    // batch-race: every strategy; sustained: (2 raw + every strategy) x 2
-    // targets; relay: 1; seat-map: 2 servers x 2 endpoints
+    // point-use: 2 raw + every strategy but queue (seat holds only);
+    // point-charge: 2; seat-race and batch-race: every strategy; sustained:
+    // (2 raw + every strategy but queue) x 2 targets; relay: 1; seat-map: 2
+    // servers x 2 endpoints
     let strategies = concert_app::REGISTRY.len();
-    assert_eq!(strategies, 9);
+    assert_eq!(strategies, 10);
+    let point = strategies - 1;
     assert_eq!(
         rows.len(),
-        (2 + strategies) + 2 + 2 * strategies + 2 * (2 + strategies) + 1 + 4
+        (2 + point) + 2 + 2 * strategies + 2 * (2 + point) + 1 + 4
     );
     assert!(rows.iter().all(|r| r.exact && r.reps == 2));
 

@@ -248,12 +248,21 @@ macro_rules! per_strategy {
 per_strategy!(paused_holder_is_fenced_off);
 per_strategy!(one_winner_among_100);
 
+/// Strategies tested on their own (`queue.rs`).
+const QUEUED: [&str; 1] = ["queue"];
+
 #[test]
 fn every_strategy_is_covered() {
     for strategy in concert_app::REGISTRY {
-        assert!(
-            LOCK_STRATEGIES.contains(&strategy.name) != LOCK_FREE.contains(&strategy.name),
-            "{} must be tested either as a lock or as a lock-free strategy",
+        let kinds = [
+            LOCK_STRATEGIES.contains(&strategy.name),
+            LOCK_FREE.contains(&strategy.name),
+            QUEUED.contains(&strategy.name),
+        ];
+        assert_eq!(
+            kinds.iter().filter(|k| **k).count(),
+            1,
+            "{} must be tested as exactly one of a lock, a lock-free or a queued strategy",
             strategy.name
         );
     }

@@ -12,6 +12,8 @@ mod lock_seats;
 
 // waiting room adapters
 mod room_contract;
+// the queue strategy: partition streams, fenced consumers, request-reply
+mod queue;
 
 // HTTP API end to end
 mod api;

@@ -7,6 +7,7 @@
 pub mod catalogue;
 pub mod payment;
 pub mod points;
+pub mod queued;
 pub mod reservation;
 pub mod waiting_room;
 
@@ -22,7 +23,8 @@ use crate::ports::{CatalogueRepository, Queries, Transactions, UnitOfWork, Waiti
 pub use catalogue::CatalogueService;
 pub use payment::{PayReservation, PaymentService};
 pub use points::{ChargePoints, PointService, UsePoints};
-pub use reservation::{ReservationService, ReserveSeat, ReserveSeats};
+pub use queued::{ApplierOptions, SeatRequestApplier};
+pub use reservation::{RequestView, Requested, ReservationService, ReserveSeat, ReserveSeats};
 pub use waiting_room::WaitingRoomService;
 
 /// The outbound ports every use case draws from.

@@ -10,6 +10,7 @@ use crate::ids::{InvalidValue, ReservationId, ScheduleId, SeatNumber, UserId};
 use crate::lock::LockKey;
 use crate::model::seat::{NewReservation, Reservation, ReservationStatus, Seat, SeatState};
 use crate::ports::UnitOfWork;
+use crate::queue::{QueuedRequest, RequestId, SeatOutcome, SeatRequest, Submitted};
 use crate::services::{Policy, Ports, WaitingRoomService, chrono_duration, finish};
 
 /// The command: `user` wants `seat` of `schedule`.
@@ -60,6 +61,24 @@ impl ReserveSeats {
     }
 }
 
+/// What a seat request came to: answered, or (under the queue strategy,
+/// when the outcome was not ready within the reply budget) still queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requested<T> {
+    Done(T),
+    Queued(RequestId),
+}
+
+/// A queued request as its owner sees it.
+#[derive(Debug)]
+pub struct RequestView {
+    pub id: RequestId,
+    /// A batch request (its outcome lists one reservation per seat).
+    pub many: bool,
+    /// `None` while still queued.
+    pub outcome: Option<SeatOutcome>,
+}
+
 /// Seat holds and their lifecycle.
 #[derive(Clone)]
 pub struct ReservationService {
@@ -97,32 +116,93 @@ impl ReservationService {
 
     /// Holds one seat for the user until now + the hold time. Exactly one
     /// of many concurrent callers wins; the others get `SeatUnavailable` (or,
-    /// by strategy, a retryable conflict or lock timeout).
+    /// by strategy, a retryable conflict or lock timeout). Under the queue
+    /// strategy it waits for the outcome up to the reply budget, and a
+    /// request still queued then is `Unavailable` (use
+    /// [`ReservationService::request`] to get its id instead).
     #[tracing::instrument(skip(self), fields(strategy = self.control.name()))]
     pub async fn reserve(&self, cmd: ReserveSeat) -> Result<Reservation, ReserveError> {
-        let mut held = self.hold(cmd.user, cmd.schedule, &[cmd.seat]).await?;
+        let mut held = answered(self.hold(SeatRequest::One(cmd)).await?)?;
         held.pop().ok_or_else(|| {
             Failure::unknown(anyhow::anyhow!("a hold returned no reservation")).into()
         })
     }
 
-    /// Holds every seat of the command or none, in seat order.
+    /// Holds every seat of the command or none, in seat order (under the
+    /// queue strategy, like [`ReservationService::reserve`]).
     #[tracing::instrument(skip(self), fields(strategy = self.control.name()))]
     pub async fn reserve_many(&self, cmd: ReserveSeats) -> Result<Vec<Reservation>, ReserveError> {
-        self.hold(cmd.user, cmd.schedule, &cmd.seats).await
+        answered(self.hold(SeatRequest::Many(cmd)).await?)
+    }
+
+    /// Like [`ReservationService::reserve`], but a request still queued
+    /// after the reply budget answers [`Requested::Queued`] with its id,
+    /// for [`ReservationService::request_state`].
+    #[tracing::instrument(skip(self), fields(strategy = self.control.name()))]
+    pub async fn request(&self, cmd: ReserveSeat) -> Result<Requested<Reservation>, ReserveError> {
+        match self.hold(SeatRequest::One(cmd)).await? {
+            Requested::Done(mut held) => held.pop().map(Requested::Done).ok_or_else(|| {
+                Failure::unknown(anyhow::anyhow!("a hold returned no reservation")).into()
+            }),
+            Requested::Queued(id) => Ok(Requested::Queued(id)),
+        }
+    }
+
+    /// Like [`ReservationService::reserve_many`], with
+    /// [`Requested::Queued`] as [`ReservationService::request`].
+    #[tracing::instrument(skip(self), fields(strategy = self.control.name()))]
+    pub async fn request_many(
+        &self,
+        cmd: ReserveSeats,
+    ) -> Result<Requested<Vec<Reservation>>, ReserveError> {
+        self.hold(SeatRequest::Many(cmd)).await
+    }
+
+    /// A request answered [`Requested::Queued`], as its owner sees it.
+    /// Somebody else's request, an unknown or expired one, and any id
+    /// when seat holds are not queued, is `NotFound`.
+    #[tracing::instrument(skip(self))]
+    pub async fn request_state(
+        &self,
+        user: UserId,
+        id: &RequestId,
+    ) -> Result<RequestView, QueryError> {
+        let not_found = QueryError::NotFound("reservation request");
+        let Some((queue, _)) = self.control.queue() else {
+            return Err(not_found);
+        };
+        match queue.state(id).await? {
+            Some(state) if state.owner == user => Ok(RequestView {
+                id: id.clone(),
+                many: state.many,
+                outcome: state.outcome,
+            }),
+            _ => Err(not_found),
+        }
     }
 
     async fn hold(
         &self,
-        user: UserId,
-        schedule: ScheduleId,
-        seats: &[SeatNumber],
-    ) -> Result<Vec<Reservation>, ReserveError> {
+        request: SeatRequest,
+    ) -> Result<Requested<Vec<Reservation>>, ReserveError> {
+        let (user, schedule) = (request.user(), request.schedule());
         if let Some(room) = &self.room
             && !room.admits(user, schedule).await?
         {
             return Err(ReserveError::NotAdmitted);
         }
+        if let Some((queue, reply)) = self.control.queue() {
+            let queued = QueuedRequest {
+                id: RequestId::generate(),
+                request,
+                submitted_at: self.ports.clock.now(),
+            };
+            return match queue.submit(&queued, reply).await? {
+                Submitted::Done(outcome) => outcome.map(Requested::Done),
+                Submitted::Pending => Ok(Requested::Queued(queued.id)),
+            };
+        }
+        let seats = request.seats();
         let keys: Vec<LockKey> = seats.iter().map(|s| LockKey::seat(schedule, *s)).collect();
         let clock = self.ports.clock.as_ref();
         self.control
@@ -130,9 +210,12 @@ impl ReservationService {
                 self.hold_once(user, schedule, seats, protection)
             })
             .await
+            .map(Requested::Done)
     }
 
-    async fn hold_once(
+    /// One unit of work holding `seats` under `protection` (the queue
+    /// strategy's applier calls it under the partition's fence).
+    pub(crate) async fn hold_once(
         &self,
         user: UserId,
         schedule: ScheduleId,
@@ -317,6 +400,19 @@ impl ReservationService {
     }
 }
 
+/// The outcome of a request that must be answered now: a request still
+/// queued after the reply budget is unavailable to a caller that cannot
+/// poll.
+fn answered<T>(requested: Requested<T>) -> Result<T, ReserveError> {
+    match requested {
+        Requested::Done(value) => Ok(value),
+        Requested::Queued(id) => Err(Failure::unavailable(anyhow::anyhow!(
+            "no outcome within the reply budget: request {id} is still queued"
+        ))
+        .into()),
+    }
+}
+
 /// True when `seat` is held by `reservation` (same holder, same end).
 fn holds(seat: &Seat, reservation: &Reservation) -> bool {
     matches!(seat.state, crate::model::seat::SeatState::Held { by, until }
@@ -474,12 +570,14 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
+    use crate::clock::Clock;
     use crate::control::RetryPolicy;
     use crate::events::EventType;
     use crate::lock::{LockOptions, MockDistributedLock};
     use crate::memory::MemoryStore;
     use crate::model::catalogue::SeatStatus;
     use crate::model::seat::SeatState;
+    use crate::queue::SeatRequest;
     use crate::services::testing::{TestClock, services, t0};
     use crate::services::{Policy, Services};
 
@@ -901,6 +999,100 @@ mod tests {
             Err(ReserveError::Failed(Failure::LockLost))
         ));
         assert_eq!(store.reservations().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn under_the_queue_a_hold_is_submitted_and_answered_or_left_queued() {
+        use crate::queue::{MockSeatQueue, QueuedRequest, RequestId, RequestState, Submitted};
+        use std::time::Duration as Std;
+
+        let submitted: Arc<Mutex<Vec<(QueuedRequest, Std)>>> = Arc::default();
+        let mut queue = MockSeatQueue::new();
+        let seen = submitted.clone();
+        let mut answers = vec![
+            Submitted::Done(Err(ReserveError::SeatUnavailable {
+                seats: vec![seat(7)],
+                yours: None,
+            })),
+            Submitted::Pending,
+            Submitted::Pending,
+        ];
+        queue
+            .expect_submit()
+            .times(3)
+            .returning(move |request, wait| {
+                seen.lock().unwrap().push((request.clone(), wait));
+                Ok(answers.pop().unwrap())
+            });
+        let owner = Arc::new(Mutex::new(None::<RequestId>));
+        let owned = owner.clone();
+        queue.expect_state().returning(move |id| {
+            let known = owned.lock().unwrap().clone();
+            Ok((known.as_ref() == Some(id)).then(|| RequestState {
+                owner: user(5),
+                many: false,
+                outcome: None,
+            }))
+        });
+        let control = Control::queued("queue", Arc::new(queue), Std::from_millis(250));
+        let (svc, store, clock, schedule) = setup(control);
+        let cmd = ReserveSeat {
+            user: user(5),
+            schedule,
+            seat: seat(7),
+        };
+
+        let Requested::Queued(id) = svc.reservations.request(cmd).await.unwrap() else {
+            panic!("pending is queued");
+        };
+        {
+            let submitted = submitted.lock().unwrap();
+            let (request, wait) = &submitted[0];
+            assert_eq!(request.id, id);
+            assert_eq!(request.request, SeatRequest::One(cmd));
+            assert_eq!(request.submitted_at, clock.now());
+            assert_eq!(*wait, Std::from_millis(250));
+        }
+        *owner.lock().unwrap() = Some(id.clone());
+        let view = svc.reservations.request_state(user(5), &id).await.unwrap();
+        assert_eq!(
+            (view.id, view.many, view.outcome.is_none()),
+            (id.clone(), false, true)
+        );
+        for (who, asked) in [(user(6), id.clone()), (user(5), RequestId::generate())] {
+            assert!(matches!(
+                svc.reservations.request_state(who, &asked).await,
+                Err(QueryError::NotFound("reservation request"))
+            ));
+        }
+        // a caller that cannot poll is told it is unavailable
+        assert!(matches!(
+            svc.reservations.reserve(cmd).await,
+            Err(ReserveError::Failed(Failure::Unavailable(_)))
+        ));
+        // an answered refusal is the caller's answer
+        assert!(matches!(
+            svc.reservations.request(cmd).await,
+            Err(ReserveError::SeatUnavailable { .. })
+        ));
+        // the submitting side writes nothing itself
+        assert!(store.reservations().is_empty());
+
+        // without the queue there are no requests to look up
+        let (plain, _, _, plain_schedule) = setup(Control::pessimistic("pessimistic"));
+        assert!(matches!(
+            plain.reservations.request_state(user(5), &id).await,
+            Err(QueryError::NotFound(_))
+        ));
+        let held = plain
+            .reservations
+            .request(ReserveSeat {
+                schedule: plain_schedule,
+                ..cmd
+            })
+            .await
+            .unwrap();
+        assert!(matches!(held, Requested::Done(_)));
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ pub mod catalogue;
 pub mod health;
 pub mod payments;
 pub mod points;
+pub mod requests;
 pub mod reservations;
 pub mod waiting_room;
 
@@ -44,6 +45,7 @@ where
         .service(reservations::list_reservations)
         .service(reservations::get_reservation)
         .service(reservations::cancel_reservation)
+        .service(requests::get_request)
         .service(points::balance)
         .service(points::charge)
         .service(points::history)

@@ -1,7 +1,7 @@
 //! Seat holds: taking one or several, reading one's own, cancelling.
 
 use actix_web::{HttpResponse, delete, get, post, web};
-use concert_domain::ReservationId;
+use concert_domain::{Requested, ReservationId};
 
 use crate::AppState;
 use crate::auth::AuthUser;
@@ -10,13 +10,15 @@ use crate::error::ApiError;
 use crate::extract::JsonObject;
 use crate::extract::PathId;
 use crate::routes::created;
+use crate::routes::requests::{RequestAccepted, accepted};
 
 /// Holds a seat for the caller
 ///
 /// The seat is held for the configured hold time (5 minutes by default);
 /// pay it before expiresAt. Exactly one of many concurrent callers wins a
 /// seat. A seat the caller already holds answers seat-unavailable naming
-/// the caller's reservation.
+/// the caller's reservation. Under the queue seat strategy, an outcome not
+/// ready within the reply budget answers 202 with a request to poll.
 #[utoipa::path(
     tag = "reservations",
     request_body = ReserveRequest,
@@ -24,6 +26,9 @@ use crate::routes::created;
     responses((
         status = 201, description = "The seat is held", body = ReservationResponse,
         headers(("Location" = String, description = "The reservation: /api/v1/reservations/{id}")),
+    ), (
+        status = 202, description = "Queued (queue strategy): poll the request", body = RequestAccepted,
+        headers(("Location" = String, description = "The request: /api/v1/reservation-requests/{requestId}")),
     )),
     extensions(("x-problems" = json!([
         "not-admitted", "not-found", "seat-unavailable", "hold-limit", "concurrent-update",
@@ -37,17 +42,20 @@ pub async fn reserve(
     body: JsonObject<ReserveRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let cmd = body.into_inner().try_into_domain(user.id)?;
-    let reservation = state.services.reservations.reserve(cmd).await?;
-    Ok(created(
-        format!("/api/v1/reservations/{}", reservation.id),
-        ReservationResponse::from(reservation),
-    ))
+    match state.services.reservations.request(cmd).await? {
+        Requested::Done(reservation) => Ok(created(
+            format!("/api/v1/reservations/{}", reservation.id),
+            ReservationResponse::from(reservation),
+        )),
+        Requested::Queued(id) => Ok(accepted(&id)),
+    }
 }
 
 /// Holds several seats of one date for the caller, all or none
 ///
 /// 1 to the configured maximum (4 by default) distinct seats. When any is
-/// taken, nothing is held and unavailableSeats lists the taken ones.
+/// taken, nothing is held and unavailableSeats lists the taken ones. Under
+/// the queue seat strategy, like a single hold, it may answer 202.
 #[utoipa::path(
     tag = "reservations",
     request_body = ReserveBatchRequest,
@@ -55,6 +63,9 @@ pub async fn reserve(
     responses((
         status = 201, description = "Every seat is held; the reservations in seat order",
         body = [ReservationResponse],
+    ), (
+        status = 202, description = "Queued (queue strategy): poll the request", body = RequestAccepted,
+        headers(("Location" = String, description = "The request: /api/v1/reservation-requests/{requestId}")),
     )),
     extensions(("x-problems" = json!([
         "not-admitted", "not-found", "seat-unavailable", "hold-limit", "concurrent-update",
@@ -70,9 +81,13 @@ pub async fn reserve_batch(
     let reservations = &state.services.reservations;
     let max = reservations.policy().max_seats_per_request;
     let cmd = body.into_inner().try_into_domain(user.id, max)?;
-    let held = reservations.reserve_many(cmd).await?;
-    let body: Vec<ReservationResponse> = held.into_iter().map(Into::into).collect();
-    Ok(HttpResponse::Created().json(body))
+    match reservations.request_many(cmd).await? {
+        Requested::Done(held) => {
+            let body: Vec<ReservationResponse> = held.into_iter().map(Into::into).collect();
+            Ok(HttpResponse::Created().json(body))
+        }
+        Requested::Queued(id) => Ok(accepted(&id)),
+    }
 }
 
 /// The caller's reservations, newest first

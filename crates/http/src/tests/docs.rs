@@ -13,7 +13,7 @@ use crate::openapi::{ApiDoc, OPENAPI_PATH, listed_problems, operations};
 
 /// Every (method, path) of the contract (api.md, with its additions made
 /// so far).
-const CONTRACT: [(&str, &str); 23] = [
+const CONTRACT: [(&str, &str); 24] = [
     ("GET", "/api/v1/concerts"),
     ("GET", "/api/v1/concerts/{concertId}"),
     ("GET", "/api/v1/concerts/{concertId}/schedules"),
@@ -26,6 +26,7 @@ const CONTRACT: [(&str, &str); 23] = [
     ("POST", "/api/v1/reservations/batch"),
     ("GET", "/api/v1/reservations/{reservationId}"),
     ("DELETE", "/api/v1/reservations/{reservationId}"),
+    ("GET", "/api/v1/reservation-requests/{requestId}"),
     ("GET", "/api/v1/points"),
     ("POST", "/api/v1/points/charge"),
     ("GET", "/api/v1/points/history"),
@@ -117,7 +118,8 @@ fn probe(method: &str, path: &str) -> TestRequest {
         .replace("{concertId}", "1")
         .replace("{scheduleId}", "1")
         .replace("{reservationId}", "1")
-        .replace("{paymentId}", "1");
+        .replace("{paymentId}", "1")
+        .replace("{requestId}", "0123456789abcdef0123456789abcdef");
     TestRequest::default()
         .method(Method::from_bytes(method.as_bytes()).unwrap())
         .uri(&uri)
@@ -282,6 +284,11 @@ fn parameters_are_typed_and_bounded() {
             let at = format!("{method} {path} {}", param["name"]);
             let schema = &param["schema"];
             match param["in"].as_str().unwrap() {
+                "path" if param["name"] == "requestId" => {
+                    assert_eq!(param["required"], true, "{at}");
+                    assert_eq!(schema["type"], "string", "{at}");
+                    assert_eq!(schema["pattern"], "^[0-9a-f]{32}$", "{at}");
+                }
                 "path" => {
                     assert_eq!(param["required"], true, "{at}");
                     assert_eq!(schema["type"], "integer", "{at}");

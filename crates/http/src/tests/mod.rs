@@ -11,6 +11,7 @@ mod failures;
 mod operations;
 mod payments;
 mod points;
+mod queue;
 mod reservations;
 mod validation;
 mod waiting_room;

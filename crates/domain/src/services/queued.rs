@@ -1,0 +1,764 @@
+//! The queue strategy's applier: what the holder of a partition's lease
+//! does with the partition's seat requests.
+//!
+//! - Requests for one seat are decided in arrival order, and without any
+//!   lock: the lease makes this tenure the partition's only applier, and
+//!   its [`Fence`] is checked by storage on every seat it writes (a holder
+//!   whose lease was taken over is refused, like a stale lock holder).
+//! - Requests for other seats run concurrently, in waves (a request waits
+//!   only for the earlier requests that share one of its seats).
+//! - A seat known taken is answered from memory, without a database round
+//!   trip: the tenure learns every hold it grants, and when the database
+//!   refuses a seat it did not know taken (held before this tenure began)
+//!   it reads that schedule's seat map once. What it knows is forgotten
+//!   after a freshness period. Only holds change through the queue, so the
+//!   memory can only err on the side of "taken" (a hold cancelled or
+//!   refunded elsewhere is seen once forgotten); a seat it does not know
+//!   taken always goes to the database, which decides.
+//! - A redelivered request (its previous applier died or lost the lease
+//!   after deciding it, before answering) whose seats are all held by its
+//!   user, by holds made since it was submitted, is answered with those
+//!   holds: applying it twice holds nothing twice.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::control::{Control, Observer, Operation, Protection, Unobserved};
+use crate::error::{Failure, OperationError, ReserveError};
+use crate::ids::{ReservationId, ScheduleId, SeatNumber};
+use crate::lock::{Fence, Fences, LockKey};
+use crate::model::seat::{Reservation, ReservationStatus, SeatState};
+use crate::queue::{Applied, Appliers, Delivery, PartitionApplier, QueuedRequest, SeatOutcome};
+use crate::services::{Policy, Ports, ReservationService, chrono_duration};
+
+/// Tuning of a [`SeatRequestApplier`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplierOptions {
+    /// How long a schedule's seat snapshot answers "taken" before it is
+    /// read again (the longest a hold cancelled or refunded outside the
+    /// queue may still be answered as taken).
+    pub memory: Duration,
+    /// Most requests decided concurrently in one wave.
+    pub wave: usize,
+    /// Attempts per request when storage reports a conflict (a concurrent
+    /// cancel or payment of the seat changed it between read and write).
+    pub attempts: u32,
+}
+
+impl Default for ApplierOptions {
+    fn default() -> Self {
+        Self {
+            memory: Duration::from_secs(1),
+            wave: 32,
+            attempts: 3,
+        }
+    }
+}
+
+/// Applies queued seat requests (the domain side of the queue strategy):
+/// an [`Appliers`] whose tenures decide with the hold rule of
+/// [`ReservationService`], fenced by the partition's lease.
+#[derive(Clone)]
+pub struct SeatRequestApplier {
+    holds: ReservationService,
+    ports: Ports,
+    policy: Policy,
+    options: ApplierOptions,
+    name: String,
+    observer: Arc<dyn Observer>,
+}
+
+impl SeatRequestApplier {
+    pub fn new(ports: Ports, policy: Policy) -> Self {
+        Self {
+            holds: ReservationService::new(ports.clone(), Control::optimistic("queue"), policy),
+            ports,
+            policy,
+            options: ApplierOptions::default(),
+            name: "queue".to_owned(),
+            observer: Arc::new(Unobserved),
+        }
+    }
+
+    pub fn with_options(mut self, options: ApplierOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Reports every unit of work (attempt) and conflict under the
+    /// strategy name `name`.
+    pub fn with_observer(mut self, name: &str, observer: Arc<dyn Observer>) -> Self {
+        self.name = name.to_owned();
+        self.observer = observer;
+        self
+    }
+
+    /// Decides one request in the database, under `fence`.
+    async fn decide(&self, delivery: &Delivery, fence: &Fence) -> SeatOutcome {
+        let request = &delivery.request.request;
+        let (user, schedule, seats) = (request.user(), request.schedule(), request.seats());
+        let fences = Fences::new(
+            seats
+                .iter()
+                .map(|s| (LockKey::seat(schedule, *s), fence.clone()))
+                .collect(),
+        );
+        let mut attempt = 1;
+        let outcome = loop {
+            self.observer.attempt(Operation::Reserve, &self.name);
+            let protection = Protection::Fenced(fences.clone());
+            match self
+                .holds
+                .hold_once(user, schedule, seats, protection)
+                .await
+            {
+                Err(e) if e.is_conflict() => {
+                    self.observer.conflict(Operation::Reserve, &self.name);
+                    if attempt >= self.options.attempts {
+                        break Err(e);
+                    }
+                    attempt += 1;
+                }
+                outcome => break outcome,
+            }
+        };
+        if delivery.redelivered
+            && matches!(outcome, Err(ReserveError::SeatUnavailable { .. }))
+            && let Some(held) = self.already_applied(&delivery.request).await
+        {
+            return Ok(held);
+        }
+        outcome
+    }
+
+    /// The holds `queued` took when an earlier applier applied it: every
+    /// seat held by its user with a hold made at or after it was
+    /// submitted. `None` if any seat is not.
+    async fn already_applied(&self, queued: &QueuedRequest) -> Option<Vec<Reservation>> {
+        let request = &queued.request;
+        let now = self.ports.clock.now();
+        let hold = chrono_duration(self.policy.hold);
+        let mine = self
+            .ports
+            .queries
+            .reservations_of(request.user())
+            .await
+            .ok()?;
+        let mut held: Vec<Reservation> = mine
+            .into_iter()
+            .filter(|r| {
+                r.schedule == request.schedule()
+                    && request.seats().contains(&r.seat_number)
+                    && r.status_at(now) == ReservationStatus::Held
+                    && r.expires_at - hold >= queued.submitted_at
+            })
+            .collect();
+        held.sort_by_key(|r| r.seat_number);
+        held.dedup_by_key(|r| r.seat_number);
+        (held.len() == request.seats().len()).then_some(held)
+    }
+}
+
+impl Appliers for SeatRequestApplier {
+    fn open(&self, fence: Fence) -> Box<dyn PartitionApplier> {
+        Box::new(Tenure {
+            memory: Memory::new(self.options.memory),
+            applier: self.clone(),
+            fence,
+        })
+    }
+}
+
+/// One tenure of a partition's lease.
+struct Tenure {
+    applier: SeatRequestApplier,
+    fence: Fence,
+    memory: Memory,
+}
+
+type SeatKey = (ScheduleId, SeatNumber);
+
+fn seat_keys(delivery: &Delivery) -> Vec<SeatKey> {
+    let request = &delivery.request.request;
+    request
+        .seats()
+        .iter()
+        .map(|s| (request.schedule(), *s))
+        .collect()
+}
+
+#[async_trait]
+impl PartitionApplier for Tenure {
+    async fn apply(&mut self, batch: Vec<Delivery>) -> Vec<Applied> {
+        let mut out: Vec<Option<Applied>> = batch.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        let wave_size = self.applier.options.wave.max(1);
+        while !pending.is_empty() && !self.fence.is_lost() {
+            self.memory.refresh(&self.applier).await;
+            let now = self.applier.ports.clock.now();
+            let mut wave = Vec::new();
+            let mut blocked: HashSet<SeatKey> = HashSet::new();
+            let mut later = Vec::new();
+            for i in pending {
+                let keys = seat_keys(&batch[i]);
+                if wave.len() >= wave_size || keys.iter().any(|k| blocked.contains(k)) {
+                    blocked.extend(keys);
+                    later.push(i);
+                } else if let Some(refusal) = self.memory.answer(&batch[i], now) {
+                    out[i] = Some(Applied::Done(Err(refusal)));
+                } else {
+                    blocked.extend(keys);
+                    wave.push(i);
+                }
+            }
+            let (applier, fence) = (&self.applier, &self.fence);
+            let outcomes = join_all(wave.iter().map(|i| applier.decide(&batch[*i], fence))).await;
+            let mut lost = false;
+            for (i, outcome) in wave.into_iter().zip(outcomes) {
+                if matches!(outcome, Err(ReserveError::Failed(Failure::LockLost))) {
+                    lost = true;
+                    out[i] = Some(Applied::Abandoned);
+                } else {
+                    self.memory.learn(&batch[i], &outcome);
+                    out[i] = Some(Applied::Done(outcome));
+                }
+            }
+            if lost {
+                self.fence.mark_lost();
+            }
+            pending = later;
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or(Applied::Abandoned))
+            .collect()
+    }
+}
+
+/// What a tenure knows of one seat, and since when.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    state: SeatState,
+    /// The live hold's reservation, when this tenure made it or learnt it.
+    reservation: Option<ReservationId>,
+    at: Instant,
+}
+
+/// What a tenure knows of one schedule.
+#[derive(Debug, Default)]
+struct ScheduleMemory {
+    /// Since when the schedule is known not to exist.
+    missing: Option<Instant>,
+    seats: HashMap<SeatNumber, Known>,
+}
+
+/// The tenure's memory of seats. It learns a seat from every hold it
+/// grants; when storage refuses a request for seats it did not know taken
+/// (taken before this tenure, or by another strategy), it reads that
+/// schedule's seat map once. Everything it knows is forgotten after the
+/// freshness period.
+#[derive(Debug)]
+struct Memory {
+    freshness: Duration,
+    schedules: HashMap<ScheduleId, ScheduleMemory>,
+    /// Schedules whose seat map to read before the next wave.
+    to_read: HashSet<ScheduleId>,
+}
+
+impl Memory {
+    fn new(freshness: Duration) -> Self {
+        Self {
+            freshness,
+            schedules: HashMap::new(),
+            to_read: HashSet::new(),
+        }
+    }
+
+    fn fresh(&self, at: Instant) -> bool {
+        at.elapsed() < self.freshness
+    }
+
+    /// Forgets what is no longer fresh and reads the seat maps wanted (a
+    /// failed read leaves them unknown: their requests go to storage).
+    async fn refresh(&mut self, applier: &SeatRequestApplier) {
+        let freshness = self.freshness;
+        self.schedules.retain(|_, m| {
+            m.missing = m.missing.filter(|at| at.elapsed() < freshness);
+            m.seats.retain(|_, k| k.at.elapsed() < freshness);
+            m.missing.is_some() || !m.seats.is_empty()
+        });
+        for schedule in std::mem::take(&mut self.to_read) {
+            let at = Instant::now();
+            let Ok(seats) = applier.ports.catalogue.seats(schedule).await else {
+                continue;
+            };
+            let memory = match seats {
+                None => ScheduleMemory {
+                    missing: Some(at),
+                    seats: HashMap::new(),
+                },
+                Some(seats) => ScheduleMemory {
+                    missing: None,
+                    seats: seats
+                        .into_iter()
+                        .map(|s| {
+                            let known = Known {
+                                state: s.state,
+                                reservation: None,
+                                at,
+                            };
+                            (s.number, known)
+                        })
+                        .collect(),
+                },
+            };
+            self.schedules.insert(schedule, memory);
+        }
+    }
+
+    /// The refusal storage would give, when this memory knows every seat
+    /// of the request; `None` when storage must decide.
+    fn answer(&self, delivery: &Delivery, now: DateTime<Utc>) -> Option<ReserveError> {
+        let request = &delivery.request.request;
+        let memory = self.schedules.get(&request.schedule())?;
+        if memory.missing.is_some_and(|at| self.fresh(at)) {
+            return Some(ReserveError::SeatNotFound);
+        }
+        let mut taken = Vec::new();
+        let mut own = None;
+        for number in request.seats() {
+            let known = memory.seats.get(number).filter(|k| self.fresh(k.at))?;
+            match known.state {
+                SeatState::Held { by, until } if until > now => {
+                    taken.push(*number);
+                    if by == request.user() {
+                        own = Some(known.reservation);
+                    }
+                }
+                SeatState::Sold => taken.push(*number),
+                SeatState::Held { .. } | SeatState::Available => {}
+            }
+        }
+        if taken.is_empty() {
+            return None;
+        }
+        let yours = match own {
+            // perhaps held by this very request, decided by the previous
+            // holder of the partition: the storage path recognises it
+            Some(_) if delivery.redelivered => return None,
+            // the caller's own hold: named when known, else storage names it
+            Some(reservation) if !request.is_many() => Some(reservation?),
+            _ => None,
+        };
+        Some(ReserveError::SeatUnavailable {
+            seats: taken,
+            yours,
+        })
+    }
+
+    /// Learns from what storage decided.
+    fn learn(&mut self, delivery: &Delivery, outcome: &SeatOutcome) {
+        let request = &delivery.request.request;
+        let schedule = request.schedule();
+        let at = Instant::now();
+        match outcome {
+            Ok(held) => {
+                let memory = self.schedules.entry(schedule).or_default();
+                memory.missing = None;
+                for r in held {
+                    let state = SeatState::Held {
+                        by: r.user,
+                        until: r.expires_at,
+                    };
+                    let known = Known {
+                        state,
+                        reservation: Some(r.id),
+                        at,
+                    };
+                    memory.seats.insert(r.seat_number, known);
+                }
+            }
+            // the caller's own hold, named: answerable from now on
+            Err(ReserveError::SeatUnavailable {
+                yours: Some(id), ..
+            }) if !request.is_many() => {
+                let known = self
+                    .schedules
+                    .get_mut(&schedule)
+                    .and_then(|m| m.seats.get_mut(&request.seats()[0]));
+                match known {
+                    Some(known) => known.reservation = Some(*id),
+                    None => {
+                        self.to_read.insert(schedule);
+                    }
+                }
+            }
+            // taken, or missing, as this memory did not know: read the
+            // schedule's seats
+            Err(ReserveError::SeatUnavailable { .. } | ReserveError::SeatNotFound) => {
+                self.to_read.insert(schedule);
+            }
+            // refusals that say nothing about the seats
+            Err(ReserveError::HoldLimit { .. } | ReserveError::NotAdmitted) => {}
+            // a failure: what this memory knows of the schedule is in doubt
+            Err(ReserveError::Failed(_)) => {
+                self.schedules.remove(&schedule);
+            }
+        }
+    }
+}
+
+/// Runs `futures` concurrently; their outputs in the same order.
+async fn join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use chrono::Duration as Span;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::ids::UserId;
+    use crate::memory::MemoryStore;
+    use crate::queue::{RequestId, SeatRequest};
+    use crate::services::testing::{TestClock, t0};
+    use crate::services::{ReserveSeat, ReserveSeats};
+
+    /// Counts the units of work the applier runs.
+    #[derive(Default)]
+    struct Units(AtomicU64);
+
+    impl Observer for Units {
+        fn attempt(&self, _: Operation, strategy: &str) {
+            assert_eq!(strategy, "queue");
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Units {
+        fn get(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    struct Setup {
+        applier: SeatRequestApplier,
+        store: MemoryStore,
+        clock: TestClock,
+        schedule: ScheduleId,
+        units: Arc<Units>,
+    }
+
+    fn setup(memory: Duration) -> Setup {
+        let store = MemoryStore::new();
+        let clock = TestClock::new();
+        let (_, schedule) = store.add_schedule(t0() + Span::days(30), 500);
+        let units = Arc::new(Units::default());
+        let applier =
+            SeatRequestApplier::new(store.ports(Arc::new(clock.clone())), Policy::default())
+                .with_options(ApplierOptions {
+                    memory,
+                    ..ApplierOptions::default()
+                })
+                .with_observer("queue", units.clone());
+        Setup {
+            applier,
+            store,
+            clock,
+            schedule,
+            units,
+        }
+    }
+
+    fn seat(n: i64) -> SeatNumber {
+        SeatNumber::new(n).unwrap()
+    }
+
+    impl Setup {
+        fn one(&self, user: u64, number: i64) -> Delivery {
+            self.delivery(SeatRequest::One(ReserveSeat {
+                user: UserId::from(user),
+                schedule: self.schedule,
+                seat: seat(number),
+            }))
+        }
+
+        fn many(&self, user: u64, numbers: &[i64]) -> Delivery {
+            let seats = numbers.iter().map(|n| seat(*n)).collect();
+            self.delivery(SeatRequest::Many(
+                ReserveSeats::new(UserId::from(user), self.schedule, seats, 4).unwrap(),
+            ))
+        }
+
+        fn delivery(&self, request: SeatRequest) -> Delivery {
+            Delivery {
+                request: QueuedRequest {
+                    id: RequestId::generate(),
+                    request,
+                    submitted_at: self.clock.now(),
+                },
+                redelivered: false,
+            }
+        }
+    }
+
+    fn done(applied: Applied) -> SeatOutcome {
+        match applied {
+            Applied::Done(outcome) => outcome,
+            Applied::Abandoned => panic!("abandoned"),
+        }
+    }
+
+    fn held_by(outcome: SeatOutcome) -> Vec<(u64, u8)> {
+        outcome
+            .unwrap()
+            .iter()
+            .map(|r| (r.user.get(), r.seat_number.get()))
+            .collect()
+    }
+
+    fn refused(outcome: SeatOutcome) -> (Vec<u8>, Option<ReservationId>) {
+        match outcome {
+            Err(ReserveError::SeatUnavailable { seats, yours }) => {
+                (seats.iter().map(|s| s.get()).collect(), yours)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_request_for_a_seat_wins_and_the_rest_are_answered_from_memory() {
+        let s = setup(Duration::from_secs(3600));
+        let mut tenure = s.applier.open(Fence::new(7));
+        let mut batch: Vec<Delivery> = (1..=50).map(|u| s.one(u, 7)).collect();
+        batch.push(s.one(99, 8));
+        let mut out = tenure.apply(batch).await.into_iter().map(done);
+        assert_eq!(held_by(out.next().unwrap()), [(1, 7)]);
+        for _ in 2..=50 {
+            assert_eq!(refused(out.next().unwrap()), (vec![7], None));
+        }
+        assert_eq!(held_by(out.next().unwrap()), [(99, 8)]);
+        // one unit of work per seat: the 49 losers never reached storage
+        assert_eq!(s.units.get(), 2);
+        assert_eq!(s.store.reservations().len(), 2);
+        assert_eq!(s.store.seat_fence(s.schedule, seat(7)), 7);
+
+        // the next batch too, and the holder is named its own hold
+        let mine = s.store.reservations()[0].id;
+        let out: Vec<_> = tenure
+            .apply(vec![s.one(3, 7), s.one(1, 7)])
+            .await
+            .into_iter()
+            .map(done)
+            .collect();
+        let [other, own] = <[SeatOutcome; 2]>::try_from(out).unwrap();
+        assert_eq!(refused(other), (vec![7], None));
+        assert_eq!(refused(own), (vec![7], Some(mine)));
+        assert_eq!(s.units.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn requests_for_one_seat_are_decided_in_arrival_order() {
+        let s = setup(Duration::ZERO);
+        let mut tenure = s.applier.open(Fence::new(1));
+        // without memory every request reaches storage, in arrival order
+        // per seat
+        let out: Vec<_> = tenure
+            .apply(vec![s.one(5, 1), s.one(6, 2), s.one(7, 1), s.one(8, 2)])
+            .await
+            .into_iter()
+            .map(done)
+            .collect();
+        let [a, b, c, d] = <[SeatOutcome; 4]>::try_from(out).unwrap();
+        assert_eq!(held_by(a), [(5, 1)]);
+        assert_eq!(held_by(b), [(6, 2)]);
+        assert_eq!(refused(c), (vec![1], None));
+        assert_eq!(refused(d), (vec![2], None));
+        assert_eq!(s.units.get(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_batch_holds_all_or_none_and_names_every_taken_seat() {
+        let s = setup(Duration::from_secs(3600));
+        let mut tenure = s.applier.open(Fence::new(1));
+        let out: Vec<_> = tenure
+            .apply(vec![
+                s.many(1, &[5, 2]),
+                // every seat known: refused from memory
+                s.many(2, &[2, 5]),
+                // seats 1 and 9 unknown: storage refuses, the seat map is read
+                s.many(3, &[1, 5, 9, 2]),
+                // now known: refused from memory
+                s.many(4, &[1, 5, 9, 2]),
+                // known free: storage decides
+                s.many(5, &[1, 9]),
+            ])
+            .await
+            .into_iter()
+            .map(done)
+            .collect();
+        let [first, second, third, fourth, fifth] = <[SeatOutcome; 5]>::try_from(out).unwrap();
+        assert_eq!(held_by(first), [(1, 2), (1, 5)]);
+        for refusal in [second, third, fourth] {
+            assert_eq!(refused(refusal), (vec![2, 5], None));
+        }
+        assert_eq!(held_by(fifth), [(5, 1), (5, 9)]);
+        assert_eq!(s.units.get(), 3);
+        assert_eq!(s.store.reservations().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_newer_token_on_a_seat_abandons_the_stale_tenure() {
+        let s = setup(Duration::from_secs(3600));
+        let mut newer = s.applier.open(Fence::new(20));
+        done(newer.apply(vec![s.one(7, 3)]).await.pop().unwrap()).unwrap();
+        // the hold ends: the stale tenure, whose snapshot is read now,
+        // believes the seat free and tries to write it
+        s.clock.advance(Span::minutes(5));
+        let fence = Fence::new(10);
+        let mut stale = s.applier.open(fence.clone());
+        // the batch waits for the first request (it shares seat 3)
+        let out = stale.apply(vec![s.one(5, 3), s.many(6, &[3, 4])]).await;
+        assert!(out.iter().all(|a| matches!(a, Applied::Abandoned)));
+        assert!(
+            fence.is_lost(),
+            "storage refused the token: the lease is lost"
+        );
+        assert_eq!(s.store.seat_fence(s.schedule, seat(3)), 20);
+        assert_eq!(s.store.reservations().len(), 1);
+        // a tenure that knows its lease is lost decides nothing
+        let lost = Fence::new(30);
+        lost.mark_lost();
+        let mut gone = s.applier.open(lost);
+        assert!(matches!(
+            gone.apply(vec![s.one(8, 9)]).await.as_slice(),
+            [Applied::Abandoned]
+        ));
+        assert_eq!(s.store.reservations().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_request_that_was_applied_gets_its_own_hold_back() {
+        let s = setup(Duration::from_secs(3600));
+        // the user's older hold of seat 4, made before the request below
+        let mut first = s.applier.open(Fence::new(1));
+        let older = done(first.apply(vec![s.one(5, 4)]).await.pop().unwrap()).unwrap();
+        s.clock.advance(Span::seconds(10));
+        let request = s.one(5, 3);
+        let applied = done(first.apply(vec![request.clone()]).await.pop().unwrap()).unwrap();
+        // the applier died before answering: the next holder gets it again
+        let mut next = s.applier.open(Fence::new(2));
+        let again = Delivery {
+            redelivered: true,
+            ..request
+        };
+        let stale_copy = Delivery {
+            redelivered: true,
+            ..s.delivery(SeatRequest::One(ReserveSeat {
+                user: UserId::from(5),
+                schedule: s.schedule,
+                seat: seat(4),
+            }))
+        };
+        let out: Vec<_> = next
+            .apply(vec![again, stale_copy])
+            .await
+            .into_iter()
+            .map(done)
+            .collect();
+        let [replayed, own] = <[SeatOutcome; 2]>::try_from(out).unwrap();
+        assert_eq!(
+            replayed.unwrap(),
+            applied,
+            "the same hold, not a second one"
+        );
+        // seat 4 was held before that request was submitted: not its own
+        assert_eq!(refused(own), (vec![4], Some(older[0].id)));
+        assert_eq!(s.store.reservations().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_hold_cancelled_elsewhere_is_seen_once_the_memory_is_read_again() {
+        for (memory, expect_free) in [(Duration::ZERO, true), (Duration::from_secs(3600), false)] {
+            let s = setup(memory);
+            let mut tenure = s.applier.open(Fence::new(1));
+            let held = done(tenure.apply(vec![s.one(1, 3)]).await.pop().unwrap()).unwrap();
+            let services = crate::services::Services::new(
+                s.store.ports(Arc::new(s.clock.clone())),
+                crate::services::testing::controls(Control::optimistic("optimistic")),
+                Policy::default(),
+            );
+            services
+                .reservations
+                .cancel(UserId::from(1), held[0].id)
+                .await
+                .unwrap();
+            let next = done(tenure.apply(vec![s.one(2, 3)]).await.pop().unwrap());
+            if expect_free {
+                assert_eq!(held_by(next), [(2, 3)]);
+            } else {
+                // within the memory period the snapshot still says taken
+                assert_eq!(refused(next), (vec![3], None));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_schedules_are_not_found_and_then_known_missing() {
+        let s = setup(Duration::from_secs(3600));
+        let mut tenure = s.applier.open(Fence::new(1));
+        let unknown = |user| {
+            s.delivery(SeatRequest::One(ReserveSeat {
+                user: UserId::from(user),
+                schedule: ScheduleId::from(999),
+                seat: seat(1),
+            }))
+        };
+        let out = tenure.apply(vec![unknown(1), unknown(2)]).await;
+        for applied in out {
+            let outcome = done(applied);
+            assert!(
+                matches!(outcome, Err(ReserveError::SeatNotFound)),
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(s.units.get(), 1, "the second from memory");
+        assert!(s.store.reservations().is_empty());
+    }
+
+    #[tokio::test]
+    async fn join_all_keeps_the_order_of_its_futures() {
+        let out = join_all((0..5).map(|i| async move {
+            if i % 2 == 0 {
+                tokio::task::yield_now().await;
+            }
+            i * 10
+        }))
+        .await;
+        assert_eq!(out, [0, 10, 20, 30, 40]);
+    }
+}
