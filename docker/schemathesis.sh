@@ -20,7 +20,10 @@ version="4.32.5"
 
 if [ ! -x "$venv/bin/st" ] || ! "$venv/bin/pip" show schemathesis 2>/dev/null | grep -q "^Version: $version$"; then
 	echo "schemathesis: creating $venv (schemathesis==$version from PyPI)"
-	python3 -m venv "$venv"
+	if ! command -v python3 >/dev/null || ! python3 -m venv "$venv"; then
+		echo "schemathesis: needs Python 3.9+ with venv (Debian: apt-get install python3 python3-venv)" >&2
+		exit 1
+	fi
 	"$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version"
 fi
 
@@ -42,15 +45,18 @@ cleanup() {
 	redis_purge || true
 	rm -f "$log"
 }
+# Drops the run's database with the MariaDB/MySQL client when there is one
+# (else it is left behind, and said so).
 mariadb_drop() {
-	"$app" --help >/dev/null 2>&1 || return 0
 	python3 - "$server" "$name" <<'PY'
-import re, subprocess, sys
+import re, shutil, subprocess, sys
 server, name = sys.argv[1], sys.argv[2]
 m = re.match(r"mysql://(?P<user>[^:@/]+)(?::(?P<pw>[^@]*))?@(?P<host>[^:/]+)(?::(?P<port>\d+))?", server)
-if not m:
+client = shutil.which("mariadb") or shutil.which("mysql")
+if not m or not client:
+    print(f"schemathesis: database {name} left behind (no mariadb/mysql client)", file=sys.stderr)
     sys.exit(0)
-args = ["mariadb", "-h", m["host"], "-P", m["port"] or "3306", "-u", m["user"]]
+args = [client, "-h", m["host"], "-P", m["port"] or "3306", "-u", m["user"]]
 if m["pw"]:
     args.append("-p" + m["pw"])
 subprocess.run(args + ["-e", f"DROP DATABASE IF EXISTS `{name}`"], check=False)

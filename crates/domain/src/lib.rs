@@ -94,4 +94,5 @@ pub use lock::{MockDistributedLock, TestHeldLock};
 pub use ports::MockWaitingRoom;
 #[cfg(any(test, feature = "mock"))]
 pub use queue::MockSeatQueue;
+#[cfg(any(test, feature = "mock"))]
 pub use relay::{MockEventPublisher, MockOutboxFeed};
