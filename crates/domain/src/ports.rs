@@ -57,7 +57,11 @@ pub trait UnitOfWork: Send {
     /// Makes every write of the unit durable at once.
     ///
     /// Under [`Protection::Fenced`], MUST return [`Failure::LockLost`] and
-    /// commit nothing when any of the fences is lost.
+    /// commit nothing when any of the fences is lost. A wallet written with
+    /// [`WalletRepository::save_at_commit`] is checked here: MUST return
+    /// [`Failure::Conflict`] (another version was stored) or
+    /// [`Failure::LockLost`] (a newer fencing token wrote it) and commit
+    /// nothing.
     async fn commit(self: Box<Self>) -> Result<(), Failure>;
 
     /// Discards every write. Never fails: a unit that cannot be rolled back
@@ -186,6 +190,15 @@ pub trait WalletRepository: Send {
     /// the wallet's lock key, MUST return [`Failure::LockLost`] when a newer
     /// token already wrote the wallet, and record the token otherwise.
     async fn save(&mut self, wallet: &Wallet) -> Result<(), Failure>;
+
+    /// [`WalletRepository::save`], done together with the unit's commit,
+    /// so that a contended wallet is held for the shortest time: the checks
+    /// of `save` then fail [`UnitOfWork::commit`] instead (nothing is
+    /// committed). For the last write of a unit: nothing in the unit reads
+    /// the wallet after it. By default, `save` at once.
+    async fn save_at_commit(&mut self, wallet: &Wallet) -> Result<(), Failure> {
+        self.save(wallet).await
+    }
 
     /// Appends one history line.
     async fn append(&mut self, entry: &NewHistoryEntry) -> Result<(), Failure>;

@@ -21,9 +21,13 @@ pub(crate) enum Class {
     /// killed, too many connections, read-only): unavailable, but the
     /// connection itself is fine.
     Busy,
-    /// Deadlock, lock wait timeout, or a unique key refusing a concurrent
-    /// twin: the transaction lost a race and may be retried.
+    /// Deadlock, lock wait timeout, a unique key refusing a concurrent
+    /// twin, or a version check signalled by a compound statement: the
+    /// transaction lost a race and may be retried.
     Conflict,
+    /// A fencing-token check signalled by a compound statement: a newer
+    /// lock holder wrote the row.
+    LockLost,
     /// Anything else: a bug or a misconfiguration.
     Other,
 }
@@ -66,7 +70,11 @@ fn classify_message(message: &str) -> Class {
         "Too many connections",
         "--read-only option",
     ];
-    const CONFLICT_FRAGMENTS: [&str; 2] = ["Deadlock found", "Lock wait timeout exceeded"];
+    const CONFLICT_FRAGMENTS: [&str; 3] = [
+        "Deadlock found",
+        "Lock wait timeout exceeded",
+        crate::wallets::CONFLICT_SIGNAL,
+    ];
 
     if GONE_PREFIXES.iter().any(|p| message.starts_with(p))
         || GONE_FRAGMENTS.iter().any(|f| message.contains(f))
@@ -74,6 +82,8 @@ fn classify_message(message: &str) -> Class {
         Class::Gone
     } else if BUSY_FRAGMENTS.iter().any(|f| message.contains(f)) {
         Class::Busy
+    } else if message.contains(crate::wallets::LOCK_LOST_SIGNAL) {
+        Class::LockLost
     } else if CONFLICT_FRAGMENTS.iter().any(|f| message.contains(f)) {
         Class::Conflict
     } else {
@@ -88,6 +98,10 @@ pub(crate) fn failure(e: DieselError, class: Class, context: &'static str) -> Fa
         Class::Conflict => {
             tracing::debug!(error = %e, context, "storage conflict");
             Failure::Conflict
+        }
+        Class::LockLost => {
+            tracing::debug!(error = %e, context, "a newer lock holder wrote the row");
+            Failure::LockLost
         }
         Class::Other => Failure::Unknown(anyhow::Error::new(e).context(context)),
     }

@@ -9,7 +9,7 @@ use concert_domain::{
 use crate::outbox::insert_statement;
 use crate::pool::{Db, Session};
 use crate::rows::NewOutboxRow;
-use crate::wallets::history_statement;
+use crate::wallets::{DeferredWallet, history_statement};
 
 /// The domain's storage on MySQL/MariaDB: [`Transactions`] (units of work
 /// handing out every repository on one transaction), `Queries` and
@@ -44,6 +44,7 @@ impl Transactions for MysqlStore {
         Ok(Box::new(MysqlUnit {
             session,
             protection,
+            wallet: None,
             history: Vec::new(),
             events: Vec::new(),
         }))
@@ -69,6 +70,9 @@ impl Transactions for MysqlStore {
 pub(crate) struct MysqlUnit {
     pub(crate) session: Session,
     pub(crate) protection: Protection,
+    /// A wallet saved with `save_at_commit`, written (and checked) by the
+    /// commit.
+    pub(crate) wallet: Option<DeferredWallet>,
     /// History lines appended, written by the commit.
     pub(crate) history: Vec<NewHistoryEntry>,
     /// Outbox rows recorded, written by the commit.
@@ -112,16 +116,18 @@ impl UnitOfWork for MysqlUnit {
         self
     }
 
-    /// The appended history lines' and recorded events' `INSERT`s and
-    /// `COMMIT`, in one round trip; unless a fence of a `Fenced` unit is
-    /// lost: then `ROLLBACK` and [`Failure::LockLost`]. A failed commit
-    /// rolls back.
+    /// The wallet saved at commit (its checked `UPDATE`, see
+    /// [`DeferredWallet`]), the appended history lines' and recorded
+    /// events' `INSERT`s and `COMMIT`, in one round trip; unless a fence of
+    /// a `Fenced` unit is lost: then `ROLLBACK` and [`Failure::LockLost`].
+    /// A failed commit rolls back.
     async fn commit(mut self: Box<Self>) -> Result<(), Failure> {
         if self.protection.fences().is_some_and(|f| f.any_lost()) {
             self.session.rollback().await;
             return Err(Failure::LockLost);
         }
         let statements: Vec<String> = [
+            self.wallet.as_ref().map(DeferredWallet::statement),
             history_statement(&self.history),
             insert_statement(&self.events),
         ]

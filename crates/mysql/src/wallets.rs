@@ -130,6 +130,23 @@ impl WalletRepository for MysqlUnit {
         }
     }
 
+    /// Kept in the unit for its commit to write and check, in the commit's
+    /// round trip (see [`DeferredWallet`]).
+    async fn save_at_commit(&mut self, wallet: &Wallet) -> Result<(), Failure> {
+        if let Some(earlier) = self.wallet.take() {
+            // a second wallet in one unit: the first is written now
+            self.save(&earlier.wallet).await?;
+        }
+        let token = self.fence(&LockKey::wallet(wallet.user)).map(|f| f.token());
+        balance_to_db(wallet.balance).map_err(|e| corrupt(e, "writing a wallet"))?;
+        wallet.version.checked_sub(1).ok_or(Failure::Conflict)?;
+        self.wallet = Some(DeferredWallet {
+            wallet: *wallet,
+            token,
+        });
+        Ok(())
+    }
+
     /// Kept in the unit for its commit to write (see [`history_statement`]):
     /// nothing in a unit reads the history it appends.
     async fn append(&mut self, entry: &NewHistoryEntry) -> Result<(), Failure> {
@@ -230,6 +247,37 @@ mod tests {
     use concert_domain::Points;
 
     #[test]
+    fn a_deferred_wallet_is_one_checked_compound_statement() {
+        let wallet = Wallet {
+            user: UserId::from(5),
+            balance: 1_500,
+            version: 8,
+        };
+        let plain = DeferredWallet {
+            wallet,
+            token: None,
+        };
+        assert_eq!(
+            plain.statement(),
+            "BEGIN NOT ATOMIC UPDATE wallets SET balance = 1500, version = 8 \
+             WHERE user_id = 5 AND version = 7; IF ROW_COUNT() <> 1 THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'concert-conflict'; END IF; END"
+        );
+        let fenced = DeferredWallet {
+            wallet,
+            token: Some(42),
+        };
+        assert_eq!(
+            fenced.statement(),
+            "BEGIN NOT ATOMIC UPDATE wallets SET balance = 1500, version = 8, fence_token = 42 \
+             WHERE user_id = 5 AND version = 7 AND fence_token <= 42; IF ROW_COUNT() <> 1 THEN \
+             IF (SELECT fence_token FROM wallets WHERE user_id = 5) > 42 THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'concert-lock-lost'; END IF; \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'concert-conflict'; END IF; END"
+        );
+    }
+
+    #[test]
     fn one_statement_for_every_history_line() {
         assert_eq!(history_statement(&[]), None);
         let at = DateTime::parse_from_rfc3339("2030-01-02T03:04:05.123456Z")
@@ -252,5 +300,61 @@ mod tests {
              VALUES (5, 'CHARGE', 700, 700, '2030-01-02 03:04:05.123456'), \
              (5, 'USE', 500, 200, '2030-01-02 03:04:05.123456')"
         );
+    }
+}
+
+/// A wallet saved with [`WalletRepository::save_at_commit`]: its `UPDATE`
+/// goes with the unit's `COMMIT`, in one compound statement that checks
+/// the version (and the fence) and signals a refusal, which stops the
+/// round trip before the `COMMIT` (the error is classified as a conflict,
+/// or as a lost lock, by [`crate::error`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DeferredWallet {
+    pub wallet: Wallet,
+    /// The unit's fencing token for the wallet's lock key, if fenced.
+    pub token: Option<u64>,
+}
+
+/// The message of the signal that refuses a stale version.
+pub(crate) const CONFLICT_SIGNAL: &str = "concert-conflict";
+/// The message of the signal that refuses a stale fencing token.
+pub(crate) const LOCK_LOST_SIGNAL: &str = "concert-lock-lost";
+
+impl DeferredWallet {
+    /// `BEGIN NOT ATOMIC UPDATE ...; IF ROW_COUNT() <> 1 THEN SIGNAL ...
+    /// END IF; END` (MariaDB's compound statement outside a stored
+    /// program). Every value is a number.
+    pub(crate) fn statement(&self) -> String {
+        let w = &self.wallet;
+        // checked when saved: the balance fits and the version is at least 1
+        let balance = i64::try_from(w.balance).unwrap_or(i64::MAX);
+        let read = w.version.saturating_sub(1);
+        let user = w.user.get();
+        let mut sql = String::with_capacity(400);
+        let _ = write!(
+            sql,
+            "BEGIN NOT ATOMIC UPDATE wallets SET balance = {balance}, version = {}",
+            w.version
+        );
+        if let Some(token) = self.token {
+            let _ = write!(sql, ", fence_token = {token}");
+        }
+        let _ = write!(sql, " WHERE user_id = {user} AND version = {read}");
+        if let Some(token) = self.token {
+            let _ = write!(sql, " AND fence_token <= {token}");
+        }
+        sql.push_str("; IF ROW_COUNT() <> 1 THEN ");
+        if let Some(token) = self.token {
+            let _ = write!(
+                sql,
+                "IF (SELECT fence_token FROM wallets WHERE user_id = {user}) > {token} THEN \
+                 SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{LOCK_LOST_SIGNAL}'; END IF; "
+            );
+        }
+        let _ = write!(
+            sql,
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{CONFLICT_SIGNAL}'; END IF; END"
+        );
+        sql
     }
 }

@@ -875,6 +875,69 @@ async fn wallets_are_created_once_saved_and_appended_to() {
     assert_eq!(env.store.wallet(user(2)).await.unwrap(), None);
 }
 
+/// `save_at_commit`: the wallet is written by the commit, in its round
+/// trip; a stale version fails the commit with `Conflict`, a stale fence
+/// with `LockLost`, and then nothing of the unit is committed (its history
+/// line and events included).
+#[tokio::test]
+async fn a_wallet_saved_at_commit_is_checked_by_the_commit() {
+    let env = env().await;
+    env.sql.set_balance(user(1), 1_000).await.unwrap();
+    let line = |balance_after| NewHistoryEntry {
+        user: user(1),
+        change: PointChange::Use(pts(100)),
+        balance_after,
+        at: t0(),
+    };
+    let event = |balance| Event::points(user(1), PointChange::Use(pts(100)), balance, None, t0());
+
+    // written with the commit
+    let mut uow = begin(&env, Protection::Pessimistic).await;
+    let read = uow.wallets().find(user(1)).await.unwrap().unwrap();
+    let used = read.apply(PointChange::Use(pts(100))).unwrap();
+    uow.wallets().save_at_commit(&used).await.unwrap();
+    uow.wallets().append(&line(900)).await.unwrap();
+    uow.outbox().record(&[event(900)]).await.unwrap();
+    uow.commit().await.unwrap();
+    assert_eq!(env.store.wallet(user(1)).await.unwrap(), Some(used));
+    assert_eq!(env.sql.history_count(user(1)).await.unwrap(), 2);
+    let outbox = env.sql.outbox_count().await.unwrap();
+
+    // a stale version: the commit refuses, nothing is written
+    let mut uow = begin(&env, Protection::Optimistic).await;
+    let stale = read.apply(PointChange::Use(pts(100))).unwrap();
+    uow.wallets().save_at_commit(&stale).await.unwrap();
+    uow.wallets().append(&line(900)).await.unwrap();
+    uow.outbox().record(&[event(900)]).await.unwrap();
+    assert!(matches!(uow.commit().await, Err(Failure::Conflict)));
+    assert_eq!(env.store.wallet(user(1)).await.unwrap(), Some(used));
+    assert_eq!(env.sql.history_count(user(1)).await.unwrap(), 2);
+    assert_eq!(env.sql.outbox_count().await.unwrap(), outbox);
+
+    // a stale fence: LockLost, nothing written; a newer one writes and
+    // records its token
+    env.sql.set_wallet_fence_token(user(1), 10).await.unwrap();
+    let key = LockKey::wallet(user(1));
+    let next = used.apply(PointChange::Use(pts(100))).unwrap();
+    let mut uow = begin(&env, fenced(key.clone(), &Fence::new(9))).await;
+    uow.wallets().save_at_commit(&next).await.unwrap();
+    uow.wallets().append(&line(800)).await.unwrap();
+    assert!(matches!(uow.commit().await, Err(Failure::LockLost)));
+    assert_eq!(env.store.wallet(user(1)).await.unwrap(), Some(used));
+    assert_eq!(env.sql.history_count(user(1)).await.unwrap(), 2);
+    let mut uow = begin(&env, fenced(key, &Fence::new(11))).await;
+    uow.wallets().save_at_commit(&next).await.unwrap();
+    uow.wallets().append(&line(800)).await.unwrap();
+    uow.commit().await.unwrap();
+    assert_eq!(env.store.wallet(user(1)).await.unwrap(), Some(next));
+    assert_eq!(env.sql.wallet_fence_token(user(1)).await.unwrap(), 11);
+    assert_eq!(env.sql.history_count(user(1)).await.unwrap(), 3);
+    // the connection is fine after a refused commit
+    let mut uow = begin(&env, Protection::Optimistic).await;
+    assert_eq!(uow.wallets().find(user(1)).await.unwrap(), Some(next));
+    uow.rollback().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creators_of_one_wallet_queue_and_neither_fails() {
     let env = env().await;

@@ -236,7 +236,9 @@ pub(crate) async fn change_balance(
         Ok(next) => next,
         Err(rule) => return Ok(Err(rule)),
     };
-    uow.wallets().save(&next).await?;
+    // The wallet is the contended row and the last one the unit writes:
+    // written with the commit, in the same step.
+    uow.wallets().save_at_commit(&next).await?;
     uow.wallets()
         .append(&NewHistoryEntry {
             user,
