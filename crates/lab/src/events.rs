@@ -55,7 +55,10 @@ pub async fn relay(env: &LabEnv, c: &LabConfig) -> anyhow::Result<Vec<Row>> {
         },
     )?;
     // the events of earlier experiments are not part of this measurement
-    env.sql.mark_outbox_published().await?;
+    // (deleted, not marked published: a relay that finds events published
+    // before and streams that never saw them republishes everything, as
+    // after a Redis data loss)
+    env.sql.clear_outbox().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let stats = Arc::new(RelayStats::default());
     let relay = OutboxRelay::new(

@@ -692,16 +692,15 @@ impl Sql {
         .context("reading the last outbox position")
     }
 
-    /// Marks every unpublished event published (the lab's way to start a
-    /// relay measurement on an empty backlog). Returns how many.
-    pub async fn mark_outbox_published(&self) -> anyhow::Result<u64> {
+    /// Deletes every outbox row (the events of earlier lab experiments,
+    /// which no relay published): a relay started afterwards begins with
+    /// an empty outbox, as on a fresh deployment.
+    pub async fn clear_outbox(&self) -> anyhow::Result<u64> {
         let mut c = self.conn().await?;
-        let n = diesel::sql_query(
-            "UPDATE outbox SET published_at = created_at WHERE published_at IS NULL",
-        )
-        .execute(&mut *c)
-        .await
-        .context("marking the outbox published")?;
+        let n = diesel::sql_query("DELETE FROM outbox")
+            .execute(&mut *c)
+            .await
+            .context("clearing the outbox")?;
         Ok(n as u64)
     }
 
