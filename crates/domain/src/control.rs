@@ -207,6 +207,11 @@ impl Control {
         Self::new(name, Kind::Queued { queue, reply })
     }
 
+    /// True for a control that takes locks before its unit of work.
+    pub fn locks(&self) -> bool {
+        matches!(self.kind, Kind::Locked { .. })
+    }
+
     /// The queue and reply budget of a [`Control::queued`] control.
     pub fn queue(&self) -> Option<(&Arc<dyn SeatQueue>, Duration)> {
         match &self.kind {

@@ -115,14 +115,17 @@ fn check_head(req: &HttpRequest, limits: BodyLimits) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// One JSON object into `T`; anything else is 400 `validation`.
+/// One JSON object into `T`; anything else is 400 `validation`, invalid
+/// UTF-8 anywhere in the body included (also inside a member the request
+/// ignores: JSON text is UTF-8, RFC 8259).
 pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ApiError::validation(format!("the body is not UTF-8: {e}")))?;
+    let first = text.bytes().find(|b| !b.is_ascii_whitespace());
+    if first != Some(b'{') {
         return Err(ApiError::validation("the body must be a JSON object"));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::validation(format!("invalid JSON body: {e}")))
+    serde_json::from_str(text).map_err(|e| ApiError::validation(format!("invalid JSON body: {e}")))
 }
 
 /// Extractor: the `Idempotency-Key` header, if present. A key that is not
@@ -207,6 +210,19 @@ mod tests {
         assert_eq!(parse_id("batch"), None);
         assert_eq!(parse_id("1e300"), None);
         assert_eq!(parse_id("NaN"), None);
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_even_where_ignored() {
+        let mut body = br#"{"scheduleId": 1, "seatNumber": 9, "note": ""#.to_vec();
+        body.extend_from_slice(&[0xff, 0xfe]);
+        body.extend_from_slice(br#""}"#);
+        let e = parse_object::<Pair>(&body).unwrap_err();
+        assert_eq!(e.status(), actix_web::http::StatusCode::BAD_REQUEST);
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+        // the same body in valid UTF-8 is read, the member ignored
+        let ok = r#"{"scheduleId": 1, "seatNumber": 9, "note": "\u00e9 é"}"#;
+        assert!(parse_object::<Pair>(ok.as_bytes()).is_ok());
     }
 
     #[test]

@@ -107,13 +107,21 @@ impl Client {
         self.auth.issue(user, Duration::from_secs(3600), false)
     }
 
+    /// POSTs `body`. Every charge and payment carries a fresh
+    /// `Idempotency-Key`: a client that retries after an ambiguous answer
+    /// (a 503 whose commit may have happened) must not act twice
+    /// (`docs/reliability.md`).
     async fn post(&self, user: UserId, path: &str, body: Value) -> anyhow::Result<Answer> {
         let started = Instant::now();
-        let response = self
+        let mut request = self
             .http
             .post(format!("{}{path}", self.base))
             .bearer_auth(self.token(user))
-            .json(&body)
+            .json(&body);
+        if needs_key(path) {
+            request = request.header("Idempotency-Key", uuid::Uuid::new_v4().to_string());
+        }
+        let response = request
             .send()
             .await
             .with_context(|| format!("POST {path}"))?;
@@ -141,6 +149,11 @@ impl Client {
         );
         Ok(response.json().await?)
     }
+}
+
+/// The requests that move points: charges and payments.
+pub(crate) fn needs_key(path: &str) -> bool {
+    path == "/api/v1/points/charge" || path == "/api/v1/payments"
 }
 
 fn code_of(answer: &Answer) -> String {

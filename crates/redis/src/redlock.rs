@@ -277,6 +277,23 @@ impl Inner {
         (deleted, down)
     }
 
+    /// Compare-and-delete on the masters `which` only (best effort).
+    async fn release_on(&self, keys: &Keys, owner: &str, which: &[usize]) {
+        let call = Call {
+            keys: vec![keys.lock.clone()],
+            args: vec![owner.to_owned()],
+        };
+        let limit = self.call_limit(None);
+        join_all(which.iter().map(|&i| {
+            let call = &call;
+            let conn = &self.masters[i];
+            async move {
+                let _ = tokio::time::timeout(limit, conn.invoke::<i64>(&RELEASE, call)).await;
+            }
+        }))
+        .await;
+    }
+
     fn call_limit(&self, lease: Option<Duration>) -> Duration {
         let mut limit = self.settings.response_timeout.min(MAX_CALL);
         if let Some(lease) = lease {
@@ -464,12 +481,19 @@ impl DistributedLock for RedLock {
                     }));
                 }
             }
-            // Not acquired: give back what this attempt took.
-            if !tokens.is_empty() || down > 0 {
-                let (_, release_down) = inner.release_all(&keys, &owner).await;
-                if release_down > 0 {
-                    inner.clone().release_detached(key.clone(), owner.clone());
-                }
+            // Not acquired: give back what this attempt took, on the
+            // masters that granted it. A master that did not answer may or
+            // may not have applied the attempt; it is not asked again (it
+            // would cost another timeout per attempt, and a crowd's retries
+            // would pile up on a dead master): what it may hold lapses with
+            // the lease.
+            let granted: Vec<usize> = answers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| matches!(a, Answer::Ok((1, _))).then_some(i))
+                .collect();
+            if !granted.is_empty() {
+                inner.release_on(&keys, &owner, &granted).await;
             }
             if down > n - quorum {
                 return Err(Failure::unavailable(anyhow!(

@@ -1,6 +1,9 @@
 //! Holding seats, looking reservations up, cancelling holds, and expiring
 //! stale ones.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Utc};
 
 use crate::control::{Control, Operation, Protection};
@@ -86,6 +89,9 @@ pub struct ReservationService {
     control: Control,
     policy: Policy,
     room: Option<WaitingRoomService>,
+    /// Schedules known to exist (a schedule is never deleted): under a
+    /// lock, a hold of an unknown one is refused before any lock is taken.
+    known: Arc<Mutex<HashSet<ScheduleId>>>,
 }
 
 /// Holds taken in one unit of work, and the events they make.
@@ -101,6 +107,7 @@ impl ReservationService {
             control,
             policy,
             room: None,
+            known: Arc::default(),
         }
     }
 
@@ -202,6 +209,12 @@ impl ReservationService {
                 Submitted::Pending => Ok(Requested::Queued(queued.id)),
             };
         }
+        if self.control.locks() {
+            // Every schedule has seats 1 to 50 and the numbers are valid:
+            // an unknown schedule is the only unknown seat. Refused before
+            // any lock (and its bookkeeping) is taken for it.
+            self.require_schedule(schedule).await?;
+        }
         let seats = request.seats();
         let keys: Vec<LockKey> = seats.iter().map(|s| LockKey::seat(schedule, *s)).collect();
         let clock = self.ports.clock.as_ref();
@@ -215,6 +228,26 @@ impl ReservationService {
 
     /// One unit of work holding `seats` under `protection` (the queue
     /// strategy's applier calls it under the partition's fence).
+    async fn require_schedule(&self, schedule: ScheduleId) -> Result<(), ReserveError> {
+        let known = |known: &Mutex<HashSet<ScheduleId>>| {
+            known
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&schedule)
+        };
+        if known(&self.known) {
+            return Ok(());
+        }
+        if self.ports.catalogue.schedule(schedule).await?.is_none() {
+            return Err(ReserveError::SeatNotFound);
+        }
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(schedule);
+        Ok(())
+    }
+
     pub(crate) async fn hold_once(
         &self,
         user: UserId,

@@ -129,6 +129,10 @@ impl Client {
         if let Some(body) = body {
             request = request.json(&body);
         }
+        if method == reqwest::Method::POST && crate::http::needs_key(path) {
+            // charges and payments always carry a key (docs/reliability.md)
+            request = request.header("Idempotency-Key", uuid::Uuid::new_v4().to_string());
+        }
         let started = Instant::now();
         let response = request
             .send()
