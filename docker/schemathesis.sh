@@ -20,9 +20,16 @@ version="4.32.5"
 
 if [ ! -x "$venv/bin/st" ] || ! "$venv/bin/pip" show schemathesis 2>/dev/null | grep -q "^Version: $version$"; then
 	echo "schemathesis: creating $venv (schemathesis==$version from PyPI)"
-	if ! command -v python3 >/dev/null || ! python3 -m venv "$venv"; then
-		echo "schemathesis: needs Python 3.9+ with venv (Debian: apt-get install python3 python3-venv)" >&2
-		exit 1
+	if ! command -v python3 >/dev/null || ! python3 -m venv "$venv" 2>/dev/null; then
+		if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+			echo "schemathesis: installing python3 and python3-venv (Debian packages)"
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 python3-venv >/dev/null
+		fi
+		rm -rf "$venv"
+		if ! command -v python3 >/dev/null || ! python3 -m venv "$venv"; then
+			echo "schemathesis: needs Python 3.9+ with venv (Debian: apt-get install python3 python3-venv)" >&2
+			exit 1
+		fi
 	fi
 	"$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version"
 fi
@@ -75,7 +82,8 @@ trap cleanup EXIT
 "$app" serve >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
-	if curl -fs "http://127.0.0.1:$port/health/live" >/dev/null 2>&1; then break; fi
+	if python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)" \
+		"http://127.0.0.1:$port/health/live" 2>/dev/null; then break; fi
 	sleep 0.1
 done
 token="$("$app" token --user 7 --admin)"
