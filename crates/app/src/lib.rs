@@ -331,6 +331,7 @@ impl Application {
         background.push(metrics.spawn_sampler(infra.db.clone()));
         let events = events::EventsRuntime::start(&settings, &infra).await?;
         let consumers = infra.start_queue_consumers(&settings);
+        let room = services.waiting_room.clone();
         let state = AppState {
             services,
             auth: auth(&settings),
@@ -341,7 +342,7 @@ impl Application {
             cors_origins: settings.http.cors_origins.clone(),
             shutdown_timeout: settings.http.shutdown_timeout,
             observer: Some(metrics.clone()),
-            metrics: Some(metrics.render(infra.db.clone())),
+            metrics: Some(metrics.render(infra.db.clone(), room)),
             ..HttpOptions::default()
         };
         let server = concert_http::server(listener, state, options)?;

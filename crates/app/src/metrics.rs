@@ -23,6 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use concert_domain::services::WaitingRoomService;
 use concert_domain::{Observer, Operation};
 use concert_http::{MetricsRender, Observed, RequestObserver};
 use concert_mysql::Db;
@@ -122,22 +123,39 @@ impl Metrics {
 
     /// What `GET /metrics` answers: the pool gauges as of now, then every
     /// metric in the Prometheus text format.
-    pub fn render(self: &Arc<Self>, db: Db) -> MetricsRender {
+    pub fn render(self: &Arc<Self>, db: Db, room: Option<WaitingRoomService>) -> MetricsRender {
         let metrics = self.clone();
         Arc::new(move || {
-            let pool = db.status();
-            metrics.record(|| {
-                let in_use = pool.size.saturating_sub(pool.available);
-                metrics::gauge!("db_pool_connections_in_use").set(in_use as f64);
-                metrics::gauge!("db_pool_connections_idle").set(pool.available as f64);
-                metrics::gauge!("db_pool_waiting_requests").set(pool.waiting as f64);
-                metrics::gauge!("db_pool_max_connections").set(pool.max_size as f64);
-            });
-            metrics.handle.render()
+            let (metrics, db, room) = (metrics.clone(), db.clone(), room.clone());
+            Box::pin(async move {
+                let pool = db.status();
+                metrics.record(|| {
+                    let in_use = pool.size.saturating_sub(pool.available);
+                    metrics::gauge!("db_pool_connections_in_use").set(in_use as f64);
+                    metrics::gauge!("db_pool_connections_idle").set(pool.available as f64);
+                    metrics::gauge!("db_pool_waiting_requests").set(pool.waiting as f64);
+                    metrics::gauge!("db_pool_max_connections").set(pool.max_size as f64);
+                });
+                if let Some(room) = &room {
+                    // the rooms this instance has served, one round trip each
+                    for concert in room.concerts() {
+                        match room.sizes(concert).await {
+                            Ok((waiting, admitted)) => metrics.record(|| {
+                                let label = [("concert", concert.to_string())];
+                                metrics::gauge!("waiting_room_waiting_users", &label)
+                                    .set(waiting as f64);
+                                metrics::gauge!("waiting_room_admitted_users", &label)
+                                    .set(admitted as f64);
+                            }),
+                            Err(e) => tracing::debug!(error = %e, %concert, "room not sampled"),
+                        }
+                    }
+                }
+                metrics.handle.render()
+            })
         })
     }
 
-    /// Refreshes the sampled gauges and runs the recorder's upkeep every
     /// [`SAMPLE_EVERY`], for as long as the task runs.
     pub fn spawn_sampler(self: &Arc<Self>, db: Db) -> tokio::task::JoinHandle<()> {
         let metrics = self.clone();

@@ -61,7 +61,9 @@ pub struct AppState {
 }
 
 /// Renders the metrics in the Prometheus text format (`GET /metrics`).
-pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+pub type MetricsRender = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> + Send + Sync,
+>;
 
 /// How the server runs; every field has a default.
 #[derive(Clone)]

@@ -209,3 +209,38 @@ async fn a_lock_timeout_is_counted() {
         1.0
     );
 }
+
+/// The waiting room's sizes, per concert whose room the instance served:
+/// one admitted (the limit) and two waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_room_sizes_are_gauges() {
+    let app = spawn_app_with(AppConfig {
+        extra: vec![
+            ("APP_WAITING_ROOM", "on".to_owned()),
+            ("APP_WAITING_ROOM_ACTIVE_LIMIT", "1".to_owned()),
+        ],
+        ..AppConfig::default()
+    })
+    .await;
+    let (concert, _) = app.seed_schedule(100).await;
+    let path = format!("/api/v1/concerts/{}/waiting-room", concert.get());
+    for user in 1..=3 {
+        json_ok(
+            app.post_as(user, &path, &serde_json::json!({}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+    }
+    let label = concert.get().to_string();
+    let s = scrape(&app).await;
+    assert_eq!(
+        s.value("waiting_room_admitted_users", &[("concert", &label)]),
+        1.0
+    );
+    assert_eq!(
+        s.value("waiting_room_waiting_users", &[("concert", &label)]),
+        2.0
+    );
+}

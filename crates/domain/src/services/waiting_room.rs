@@ -137,6 +137,13 @@ impl WaitingRoomService {
             .await?)
     }
 
+    /// The concerts whose rooms this instance has served (for metrics).
+    pub fn concerts(&self) -> Vec<ConcertId> {
+        let mut concerts: Vec<ConcertId> = self.known().concerts.iter().copied().collect();
+        concerts.sort();
+        concerts
+    }
+
     /// How many users wait and how many are admitted (for metrics).
     pub async fn sizes(&self, concert: ConcertId) -> Result<(u64, u64), Failure> {
         self.room.sizes(concert, self.ports.clock.now()).await

@@ -88,7 +88,7 @@ pub async fn metrics(render: web::Data<Option<MetricsRender>>) -> Result<HttpRes
     match render.as_ref() {
         Some(render) => Ok(HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, PROMETHEUS_TEXT))
-            .body(render())),
+            .body(render().await)),
         None => Err(ApiError::not_found(
             "metrics are not enabled on this instance",
         )),

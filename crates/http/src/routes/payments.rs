@@ -22,7 +22,7 @@ use crate::routes::created;
     request_body = PayRequest,
     params((
         "Idempotency-Key" = Option<String>, Header, max_length = 255, min_length = 1, pattern = "^[!-~]+$", nullable = false,
-        description = "1 to 255 visible ASCII characters; a repeat returns the first payment",
+        description = "1 to 255 visible ASCII characters; a repeat returns the first payment. Send one with every payment and reuse it for its retries: a 503 may hide a payment that committed",
         example = "pay-31",
     )),
     security(("bearer" = [])),

@@ -38,7 +38,7 @@ pub async fn balance(
     request_body = ChargeRequest,
     params((
         "Idempotency-Key" = Option<String>, Header, max_length = 255, min_length = 1, pattern = "^[!-~]+$", nullable = false,
-        description = "1 to 255 visible ASCII characters; a repeat returns the first answer",
+        description = "1 to 255 visible ASCII characters; a repeat returns the first answer. Send one with every charge and reuse it for its retries: a 503 may hide a charge that committed",
         example = "charge-2030-03-17-001",
     )),
     security(("bearer" = [])),

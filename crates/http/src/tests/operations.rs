@@ -209,7 +209,9 @@ async fn the_observer_sees_route_templates_never_raw_paths() {
     let recorder = Arc::new(Recorder::default());
     let mut world = World::new();
     world.options.observer = Some(recorder.clone());
-    world.options.metrics = Some(Arc::new(|| "http_requests_total 3\n".to_owned()));
+    world.options.metrics = Some(Arc::new(|| {
+        Box::pin(async { "http_requests_total 3\n".to_owned() })
+    }));
     let svc = service!(world);
     call!(
         svc,
