@@ -41,6 +41,8 @@ unit-tests:
 	@set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee "$(TARGET_DIR)/test-output.log"; \
 	status=$$?; \
 	awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' "$(TARGET_DIR)/test-output.log"; \
+	if [ $$status -ne 0 ]; then echo "why they failed (the full output is in $(TARGET_DIR)/test-output.log):"; \
+	grep -A3 "panicked at" "$(TARGET_DIR)/test-output.log" | head -60; fi; \
 	exit $$status
 
 # The debug binaries the process-level suites start.

@@ -222,6 +222,12 @@ impl LabEnv {
         }
         self.sql.close();
         self.db.close();
+        // guards dropped or given up during the run are cleaned up in the
+        // background: let that finish first, so nothing comes back after
+        // the purge
+        if !self.redis.settle(Duration::from_secs(5)).await {
+            tracing::warn!("the lock clean-up was still busy after 5 s");
+        }
         if let Err(e) = self.redis.purge().await {
             tracing::warn!(error = %e, "could not delete the lab's Redis keys");
         }

@@ -23,6 +23,7 @@
 //! budgets have run out).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -52,6 +53,8 @@ pub(crate) struct Cleanup {
     jobs: Mutex<VecDeque<Job>>,
     ready: Notify,
     dropped: Mutex<u64>,
+    /// Jobs pushed and not yet done (queued or running).
+    pending: AtomicUsize,
 }
 
 impl Cleanup {
@@ -61,12 +64,14 @@ impl Cleanup {
     }
 
     pub fn push(&self, job: Job) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
         let overflow = {
             let mut jobs = self.jobs();
             jobs.push_back(job);
             (jobs.len() > CAPACITY).then(|| jobs.pop_front()).flatten()
         };
         if let Some(lost) = overflow {
+            self.done();
             let mut dropped = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
             *dropped += 1;
             if *dropped % 1000 == 1 {
@@ -74,6 +79,16 @@ impl Cleanup {
             }
         }
         self.ready.notify_one();
+    }
+
+    /// A job ended (done, abandoned or dropped).
+    fn done(&self) {
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// True when no job is queued or running.
+    pub fn is_idle(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) == 0
     }
 
     fn pop(&self) -> Option<Job> {
@@ -99,11 +114,13 @@ pub(crate) async fn run(core: Arc<Core>) {
         };
         if Instant::now() >= job.until {
             tracing::warn!(key = %job.keys.lock, "lock clean-up abandoned: Redis did not answer within the horizon");
+            core.cleanup.done();
             continue;
         }
         match core.leave(&job.keys, &job.owner, job.tombstone).await {
             Ok(_) => {
                 core.counters.cleanup();
+                core.cleanup.done();
                 failures = 0;
             }
             Err(Failure::Unavailable(_)) => {
@@ -113,6 +130,7 @@ pub(crate) async fn run(core: Arc<Core>) {
             }
             Err(e) => {
                 tracing::warn!(key = %job.keys.lock, error = %format!("{e:#}"), "lock clean-up failed");
+                core.cleanup.done();
             }
         }
     }

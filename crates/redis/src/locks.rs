@@ -153,6 +153,20 @@ impl RedisLocks {
         self.inner.subscriber.is_subscribed()
     }
 
+    /// Waits (at most `max`) until the background clean-up has no job
+    /// queued or running, so that a [`Self::purge`] after it is not
+    /// followed by a late release or tombstone; true when it settled.
+    pub async fn settle(&self, max: Duration) -> bool {
+        let deadline = Instant::now() + max;
+        while !self.inner.core.cleanup.is_idle() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     /// Deletes every key under this prefix (locks, fence counters, queues,
     /// tombstones) and returns how many it deleted. For tests and for
     /// retiring a prefix: never while its locks are in use (holders would

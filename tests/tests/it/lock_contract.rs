@@ -308,6 +308,11 @@ async fn dropped_guards_and_cancelled_waiters<L: DistributedLock + 'static>(a: A
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
         cancelled.abort();
+        // `abort` only asks: wait until the waiter is really gone, so that
+        // the release below cannot hand the lock to it (a task polled at
+        // that instant on another worker would finish with the guard, kept
+        // in its unawaited handle for the whole lease)
+        assert!(cancelled.await.unwrap_err().is_cancelled());
         guard.release().await.unwrap();
         // the holder's lease is a minute: only a release (or a hand-over)
         // gets it in time
