@@ -194,7 +194,11 @@ impl Control {
     }
 
     /// Under the exclusive locks of `lock`, fenced, with the optimistic
-    /// version check as the second line of defence.
+    /// version check as the second line of defence. A conflict under the
+    /// locks (a writer that takes no lock changed a row between the unit's
+    /// read and its write, or storage served a read it keeps for the
+    /// lock's holders and it was out of date) is run once more while the
+    /// locks are still held: the second unit reads afresh.
     pub fn locked(name: &str, lock: Arc<dyn DistributedLock>, options: LockOptions) -> Self {
         Self::new(name, Kind::Locked { lock, options })
     }
@@ -268,9 +272,17 @@ impl Control {
             }
             Kind::Locked { lock, options } => {
                 let started = Instant::now();
-                let outcome = with_locks(lock.as_ref(), keys, *options, |fences| {
+                let outcome = with_locks(lock.as_ref(), keys, *options, |fences| async {
                     self.observer.lock_acquired(op, name, started.elapsed());
-                    self.attempt(op, work(Protection::Fenced(fences)))
+                    match self
+                        .attempt(op, work(Protection::Fenced(fences.clone())))
+                        .await
+                    {
+                        Err(e) if e.is_conflict() => {
+                            self.attempt(op, work(Protection::Fenced(fences))).await
+                        }
+                        outcome => outcome,
+                    }
                 })
                 .await;
                 if matches!(&outcome, Err(e) if matches!(e.failure(), Some(Failure::LockTimeout))) {
@@ -473,6 +485,60 @@ mod tests {
             ]
         );
         assert_eq!(counts.get(), [1, 0, 1, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_conflict_under_the_locks_runs_once_more_before_the_release() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lock = Arc::new(MockDistributedLock::granting(5, log.clone()));
+        let counts = Arc::new(Counts::default());
+        let control =
+            Control::locked("a-lock", lock, LockOptions::default()).with_observer(counts.clone());
+        let keys = [LockKey::new("wallet:1")];
+        // conflicts every time: two units, then the conflict is the answer
+        let work_log = log.clone();
+        let out: Result<(), ReserveError> = control
+            .run(Operation::Reserve, &keys, &no_sleep_clock(), |p| {
+                let work_log = work_log.clone();
+                async move {
+                    let token = p.fences().expect("fenced").iter().next().unwrap().1.token();
+                    work_log.lock().unwrap().push(format!("work {token}"));
+                    Err(Failure::Conflict.into())
+                }
+            })
+            .await;
+        assert!(out.unwrap_err().is_conflict());
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["acquire wallet:1", "work 5", "work 5", "release wallet:1"]
+        );
+        // attempts, conflicts, lock acquisitions, timeouts
+        assert_eq!(counts.get(), [2, 2, 1, 0]);
+        // a second unit that succeeds is the answer
+        let calls = AtomicU64::new(0);
+        let out: Result<u64, ReserveError> = control
+            .run(Operation::Reserve, &keys, &no_sleep_clock(), |_| {
+                let call = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if call == 0 {
+                        Err(Failure::Conflict.into())
+                    } else {
+                        Ok(call)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(out.unwrap(), 1);
+        // other failures are answered at once
+        let calls = AtomicU64::new(0);
+        let out: Result<(), ReserveError> = control
+            .run(Operation::Reserve, &keys, &no_sleep_clock(), |_| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err(Failure::LockLost.into()) }
+            })
+            .await;
+        assert!(matches!(out, Err(ReserveError::Failed(Failure::LockLost))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

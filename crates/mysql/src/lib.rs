@@ -28,6 +28,7 @@ mod catalogue;
 mod error;
 pub mod gauges;
 mod idempotency;
+mod memo;
 mod migrate;
 mod outbox;
 mod outbox_feed;

@@ -2,6 +2,7 @@
 //! statement of this crate runs on ([`Session`]).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use concert_domain::Failure;
@@ -13,6 +14,7 @@ use diesel_async::pooled_connection::{
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, SimpleAsyncConnection};
 
 use crate::error::{self, classify};
+use crate::memo::WalletMemo;
 use crate::url::DatabaseUrl;
 
 /// A pooled connection (internal).
@@ -104,6 +106,9 @@ pub struct Db {
     pool: Pool<AsyncMysqlConnection>,
     /// The client-side bound of one statement.
     answer_within: Option<Duration>,
+    /// What fenced units committed to wallets, shared by every store on
+    /// this pool (see [`WalletMemo`]).
+    pub(crate) memo: Arc<WalletMemo>,
 }
 
 impl std::fmt::Debug for Db {
@@ -129,6 +134,7 @@ impl Db {
             units: build_pool(url, options, total - others, Autocommit::Off)?,
             pool: build_pool(url, options, others, Autocommit::On)?,
             answer_within: options.statement_limit().map(|t| t + CLIENT_MARGIN),
+            memo: Arc::default(),
         })
     }
 

@@ -1,11 +1,15 @@
 //! [`MysqlStore`] and its units of work.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use concert_domain::{
     Failure, Fence, IdempotencyRepository, LockKey, NewHistoryEntry, Outbox, PaymentRepository,
-    Protection, ReservationRepository, SeatRepository, Transactions, UnitOfWork, WalletRepository,
+    Protection, ReservationRepository, SeatRepository, Transactions, UnitOfWork, UserId,
+    WalletRepository,
 };
 
+use crate::memo::WalletMemo;
 use crate::outbox::insert_statement;
 use crate::pool::{Db, Session};
 use crate::rows::NewOutboxRow;
@@ -43,10 +47,12 @@ impl Transactions for MysqlStore {
         session.begin().await?;
         Ok(Box::new(MysqlUnit {
             session,
+            memo: self.db.memo.clone(),
             protection,
             wallet: None,
             history: Vec::new(),
             events: Vec::new(),
+            locked_wallets: Vec::new(),
         }))
     }
 }
@@ -69,6 +75,8 @@ impl Transactions for MysqlStore {
 /// and no lock outlives the unit.
 pub(crate) struct MysqlUnit {
     pub(crate) session: Session,
+    /// What fenced units committed to wallets (see [`WalletMemo`]).
+    pub(crate) memo: Arc<WalletMemo>,
     pub(crate) protection: Protection,
     /// A wallet saved with `save_at_commit`, written (and checked) by the
     /// commit.
@@ -77,6 +85,9 @@ pub(crate) struct MysqlUnit {
     pub(crate) history: Vec<NewHistoryEntry>,
     /// Outbox rows recorded, written by the commit.
     pub(crate) events: Vec<NewOutboxRow>,
+    /// The wallets whose rows this unit read `FOR UPDATE`: it holds their
+    /// row locks until it ends.
+    pub(crate) locked_wallets: Vec<UserId>,
 }
 
 impl MysqlUnit {
@@ -121,8 +132,15 @@ impl UnitOfWork for MysqlUnit {
     /// events' `INSERT`s and `COMMIT`, in one round trip; unless a fence of
     /// a `Fenced` unit is lost: then `ROLLBACK` and [`Failure::LockLost`].
     /// A failed commit rolls back.
+    ///
+    /// A fenced wallet committed is kept in the [`WalletMemo`] under its
+    /// token; a wallet whose write failed, or was written unfenced, is
+    /// forgotten there.
     async fn commit(mut self: Box<Self>) -> Result<(), Failure> {
         if self.protection.fences().is_some_and(|f| f.any_lost()) {
+            if let Some(deferred) = &self.wallet {
+                self.memo.forget(deferred.wallet.user);
+            }
             self.session.rollback().await;
             return Err(Failure::LockLost);
         }
@@ -138,6 +156,12 @@ impl UnitOfWork for MysqlUnit {
         let committed = self.session.commit(last.as_deref()).await;
         if committed.is_err() {
             self.session.rollback().await;
+        }
+        if let Some(deferred) = self.wallet {
+            match (&committed, deferred.token) {
+                (Ok(()), Some(token)) => self.memo.put(deferred.wallet, token),
+                _ => self.memo.forget(deferred.wallet.user),
+            }
         }
         committed
     }

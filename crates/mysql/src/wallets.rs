@@ -51,17 +51,28 @@ struct BalanceAfter {
 
 #[async_trait]
 impl WalletRepository for MysqlUnit {
-    /// `SELECT ... WHERE user_id = ?`, `FOR UPDATE` when pessimistic.
+    /// `SELECT ... WHERE user_id = ?`, `FOR UPDATE` when pessimistic; none
+    /// when fenced under the token that committed the wallet last (see
+    /// [`crate::memo::WalletMemo`]).
     async fn find(&mut self, user: UserId) -> Result<Option<Wallet>, Failure> {
+        if let Some(token) = self.fence(&LockKey::wallet(user)).map(|f| f.token())
+            && let Some(wallet) = self.memo.get(user, token)
+        {
+            return Ok(Some(wallet));
+        }
         let query = wallets::table
             .find(user.get())
             .select(WalletRow::as_select());
         let lock = self.pessimistic();
         let (c, guard) = self.session.split()?;
         let row: Option<WalletRow> = if lock {
-            guard
+            let row = guard
                 .optional("locking a wallet", reuse(query.for_update()).get_result(c))
-                .await?
+                .await?;
+            if row.is_some() && !self.locked_wallets.contains(&user) {
+                self.locked_wallets.push(user);
+            }
+            row
         } else {
             guard
                 .optional("reading a wallet", reuse(query).get_result(c))
@@ -83,6 +94,8 @@ impl WalletRepository for MysqlUnit {
     }
 
     async fn save(&mut self, wallet: &Wallet) -> Result<(), Failure> {
+        // written now, not by the commit: the memo does not follow it
+        self.memo.forget(wallet.user);
         let read = wallet.version.checked_sub(1).ok_or(Failure::Conflict)?;
         let balance = balance_to_db(wallet.balance).map_err(|e| corrupt(e, "writing a wallet"))?;
         let fence = self.fence(&LockKey::wallet(wallet.user)).map(|f| f.token());
@@ -143,6 +156,7 @@ impl WalletRepository for MysqlUnit {
         self.wallet = Some(DeferredWallet {
             wallet: *wallet,
             token,
+            locked: self.locked_wallets.contains(&wallet.user),
         });
         Ok(())
     }
@@ -164,6 +178,7 @@ impl WalletRepository for MysqlUnit {
         at: DateTime<Utc>,
     ) -> Result<Option<u64>, Failure> {
         let context = "changing a balance atomically";
+        self.memo.forget(user);
         let amount = change.amount().get();
         let signed = balance_to_db(amount).map_err(|e| corrupt(e, context))?;
         let (c, guard) = self.session.split()?;
@@ -256,6 +271,7 @@ mod tests {
         let plain = DeferredWallet {
             wallet,
             token: None,
+            locked: false,
         };
         assert_eq!(
             plain.statement(),
@@ -266,6 +282,7 @@ mod tests {
         let fenced = DeferredWallet {
             wallet,
             token: Some(42),
+            locked: false,
         };
         assert_eq!(
             fenced.statement(),
@@ -274,6 +291,16 @@ mod tests {
              IF (SELECT fence_token FROM wallets WHERE user_id = 5) > 42 THEN \
              SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'concert-lock-lost'; END IF; \
              SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'concert-conflict'; END IF; END"
+        );
+        // the unit holds the row locked: nothing to check
+        let locked = DeferredWallet {
+            wallet,
+            token: None,
+            locked: true,
+        };
+        assert_eq!(
+            locked.statement(),
+            "UPDATE wallets SET balance = 1500, version = 8 WHERE user_id = 5"
         );
     }
 
@@ -313,6 +340,9 @@ pub(crate) struct DeferredWallet {
     pub wallet: Wallet,
     /// The unit's fencing token for the wallet's lock key, if fenced.
     pub token: Option<u64>,
+    /// The unit read the row `FOR UPDATE` (and so holds its lock): nobody
+    /// can have changed it since, and the write needs no check.
+    pub locked: bool,
 }
 
 /// The message of the signal that refuses a stale version.
@@ -323,13 +353,21 @@ pub(crate) const LOCK_LOST_SIGNAL: &str = "concert-lock-lost";
 impl DeferredWallet {
     /// `BEGIN NOT ATOMIC UPDATE ...; IF ROW_COUNT() <> 1 THEN SIGNAL ...
     /// END IF; END` (MariaDB's compound statement outside a stored
-    /// program). Every value is a number.
+    /// program); a plain `UPDATE` of a row the unit holds locked (its
+    /// version cannot have moved: the check would cost the server a
+    /// compound statement's parse for nothing). Every value is a number.
     pub(crate) fn statement(&self) -> String {
         let w = &self.wallet;
         // checked when saved: the balance fits and the version is at least 1
         let balance = i64::try_from(w.balance).unwrap_or(i64::MAX);
         let read = w.version.saturating_sub(1);
         let user = w.user.get();
+        if self.locked && self.token.is_none() {
+            return format!(
+                "UPDATE wallets SET balance = {balance}, version = {} WHERE user_id = {user}",
+                w.version
+            );
+        }
         let mut sql = String::with_capacity(400);
         let _ = write!(
             sql,

@@ -571,6 +571,78 @@ async fn a_stale_or_lost_fence_writes_nothing() {
     assert_eq!(balance(&svc, user(1)).await, 8_500);
 }
 
+/// Under one lock acquisition (one fencing token, as the in-process relay
+/// hands it from holder to holder), a holder reads the wallet the previous
+/// holder committed from memory. A writer of the same process that takes
+/// no lock makes it read again; one elsewhere is caught by the version
+/// check, and the use is run once more under the still-held lock, reading
+/// afresh: every operation succeeds once, balance and history exact.
+#[tokio::test]
+async fn holders_of_one_token_read_what_the_last_committed_and_recover_from_writers_without_a_lock()
+{
+    let db = TestDb::new().await;
+    db.sql.set_balance(user(1), 10_000).await.unwrap();
+    let attempts = Arc::new(Attempts::default());
+    let svc = db.services_over(
+        Controls {
+            seats: control("optimistic"),
+            charge: control("atomic"),
+            spend: FixedFenceLock::new(7)
+                .control()
+                .with_observer(attempts.clone()),
+        },
+        Policy::default(),
+        ManualClock::new(),
+    );
+    let spend = || {
+        svc.points.use_points(UsePoints {
+            user: user(1),
+            amount: pts(500),
+        })
+    };
+    let counts = || {
+        (
+            attempts.attempts.load(Ordering::SeqCst),
+            attempts.conflicts.load(Ordering::SeqCst),
+        )
+    };
+    assert_eq!(spend().await.unwrap().balance, 9_500);
+    assert_eq!(spend().await.unwrap().balance, 9_000);
+    assert_eq!(counts(), (2, 0));
+    // an atomic charge: no lock, no fence
+    let charged = svc
+        .points
+        .charge(ChargePoints {
+            user: user(1),
+            amount: pts(2_000),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(charged.balance, 11_000);
+    // a writer of this process forgets what the memory held: the next
+    // holder reads the wallet
+    assert_eq!(spend().await.unwrap().balance, 10_500);
+    assert_eq!(counts(), (3, 0));
+    // and the one after from memory
+    assert_eq!(spend().await.unwrap().balance, 10_000);
+    assert_eq!(counts(), (4, 0));
+    // a writer elsewhere (here SQL of its own pool; it bumps the version as
+    // every writer does): the read from memory (10000) is out of date, the
+    // write is refused, and the use runs once more, reading 3000
+    db.sql.set_balance(user(1), 3_000).await.unwrap();
+    assert_eq!(spend().await.unwrap().balance, 2_500);
+    assert_eq!(counts(), (6, 1));
+    assert_eq!(balance(&svc, user(1)).await, 2_500);
+    let lines = history(&svc, user(1)).await;
+    let balances: Vec<u64> = lines.iter().map(|h| h.balance_after).collect();
+    assert_eq!(
+        balances,
+        [2_500, 3_000, 10_000, 10_500, 11_000, 9_000, 9_500, 10_000]
+    );
+    assert_consistent(&db.db).await;
+}
+
 #[tokio::test]
 async fn a_killed_connection_is_unavailable_once_then_replaced() {
     let db = TestDb::new().await;
