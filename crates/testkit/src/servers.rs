@@ -59,22 +59,63 @@ where
     }
 }
 
-/// A `redis-server` of one's own, without persistence (a restart comes back
-/// empty, like a Redis that lost its data).
-pub struct OwnRedis {
+/// A server process of one's own: its port and temporary directory. Only
+/// it is signalled (by PID); dropped, it is resumed (a stopped process
+/// would not die), killed and its directory removed.
+struct Process {
     child: Child,
     port: u16,
     dir: PathBuf,
 }
 
+impl Process {
+    /// A free port and a fresh directory for a server of `kind`.
+    fn place(kind: &str) -> anyhow::Result<(u16, PathBuf)> {
+        let dir = temp_dir(kind);
+        std::fs::create_dir_all(&dir).context("a temporary directory")?;
+        Ok((free_port(), dir))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn pause(&self) {
+        let _ = signal(self.pid(), "STOP");
+    }
+
+    fn resume(&self) {
+        let _ = signal(self.pid(), "CONT");
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `redis-server` of one's own, without persistence (a restart comes back
+/// empty, like a Redis that lost its data).
+pub struct OwnRedis {
+    process: Process,
+}
+
 impl OwnRedis {
     /// Starts one on a free port and waits until it answers `PING`.
     pub async fn start() -> anyhow::Result<Self> {
-        let port = free_port();
-        let dir = temp_dir("redis");
-        std::fs::create_dir_all(&dir).context("a temporary directory")?;
+        let (port, dir) = Process::place("redis")?;
         let child = Self::spawn(port, &dir)?;
-        let server = Self { child, port, dir };
+        let server = Self {
+            process: Process { child, port, dir },
+        };
         server.wait_ready().await?;
         Ok(server)
     }
@@ -92,21 +133,21 @@ impl OwnRedis {
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.process.port
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://127.0.0.1:{}", self.port())
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// True when it answers `PING` within 500 ms.
     pub async fn answers(&self) -> bool {
         let ping = async {
-            let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+            let mut stream = TcpStream::connect(("127.0.0.1", self.port())).await.ok()?;
             stream.write_all(b"PING\r\n").await.ok()?;
             let mut reply = [0u8; 7];
             stream.read_exact(&mut reply).await.ok()?;
@@ -122,7 +163,7 @@ impl OwnRedis {
         if wait_until(Duration::from_secs(10), || self.answers()).await {
             Ok(())
         } else {
-            bail!("own redis-server on port {} did not start", self.port)
+            bail!("own redis-server on port {} did not start", self.port())
         }
     }
 
@@ -130,7 +171,7 @@ impl OwnRedis {
     pub async fn info(&self, section: &str) -> anyhow::Result<String> {
         let mut stream = timeout(
             Duration::from_secs(2),
-            TcpStream::connect(("127.0.0.1", self.port)),
+            TcpStream::connect(("127.0.0.1", self.port())),
         )
         .await
         .context("connecting for INFO")??;
@@ -184,33 +225,24 @@ impl OwnRedis {
 
     /// `SIGSTOP`: it stops answering, connections stay open.
     pub fn pause(&self) {
-        let _ = signal(self.pid(), "STOP");
+        self.process.pause();
     }
 
     /// `SIGCONT`.
     pub fn resume(&self) {
-        let _ = signal(self.pid(), "CONT");
+        self.process.resume();
     }
 
     /// `SIGKILL` (its data is gone: no persistence).
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// Kills it and starts it again, empty, on the same port.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        self.child = Self::spawn(self.port, &self.dir)?;
+        self.process.child = Self::spawn(self.port(), &self.process.dir)?;
         self.wait_ready().await
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.resume();
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -218,18 +250,14 @@ impl Drop for OwnRedis {
 /// `mariadb-install-db`, `root` without a password on 127.0.0.1), its own
 /// port and socket. A restart keeps the data (crash recovery after a kill).
 pub struct OwnMariadb {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
+    process: Process,
 }
 
 impl OwnMariadb {
     /// Initialises a data directory and starts the server; waits until it
     /// accepts connections.
     pub async fn start() -> anyhow::Result<Self> {
-        let port = free_port();
-        let dir = temp_dir("mariadb");
-        std::fs::create_dir_all(&dir).context("a temporary directory")?;
+        let (port, dir) = Process::place("mariadb")?;
         let install = Command::new("mariadb-install-db")
             .arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
@@ -246,7 +274,9 @@ impl OwnMariadb {
             );
         }
         let child = Self::spawn(port, &dir)?;
-        let server = Self { child, port, dir };
+        let server = Self {
+            process: Process { child, port, dir },
+        };
         server.wait_ready().await?;
         Ok(server)
     }
@@ -274,23 +304,23 @@ impl OwnMariadb {
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.process.port
     }
 
     /// `mysql://root@127.0.0.1:<port>/<database>`.
     pub fn url(&self, database: &str) -> String {
-        format!("mysql://root@127.0.0.1:{}/{database}", self.port)
+        format!("mysql://root@127.0.0.1:{}/{database}", self.port())
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// True when it accepts a connection and sends its greeting within
     /// 500 ms (it listens only once crash recovery is over).
     pub async fn answers(&self) -> bool {
         let greet = async {
-            let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+            let mut stream = TcpStream::connect(("127.0.0.1", self.port())).await.ok()?;
             let mut header = [0u8; 5];
             stream.read_exact(&mut header).await.ok()?;
             // protocol version 10 after the 4-byte packet header; 0xff is
@@ -307,44 +337,38 @@ impl OwnMariadb {
         if wait_until(Duration::from_secs(60), || self.answers()).await {
             Ok(())
         } else {
-            let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(self.process.dir.join("error.log")).unwrap_or_default();
             bail!(
                 "own mariadbd on port {} did not start:\n{}",
-                self.port,
+                self.port(),
                 log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
             )
         }
     }
 
+    /// `SIGSTOP`: it stops answering, connections stay open.
     pub fn pause(&self) {
-        let _ = signal(self.pid(), "STOP");
+        self.process.pause();
     }
 
+    /// `SIGCONT`.
     pub fn resume(&self) {
-        let _ = signal(self.pid(), "CONT");
+        self.process.resume();
     }
 
     /// `SIGKILL`: committed transactions survive (InnoDB's redo log), the
     /// rest is rolled back at the next start.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// Kills it and starts it again on the same data and port; waits until
     /// crash recovery is over and it accepts connections.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        self.child = Self::spawn(self.port, &self.dir)?;
+        self.process.child = Self::spawn(self.port(), &self.process.dir)?;
         self.wait_ready().await
-    }
-}
-
-impl Drop for OwnMariadb {
-    fn drop(&mut self) {
-        self.resume();
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -281,6 +281,31 @@ mod tests {
         SeatNumber::new(n).unwrap()
     }
 
+    /// Users 1..=50 each hold and pay one seat of `schedule` (priced 500).
+    async fn sell_every_seat(svc: &Services, store: &MemoryStore, schedule: ScheduleId) {
+        for n in 1..=50u64 {
+            let user = UserId::from(n);
+            store.set_balance(user, 500);
+            let r = svc
+                .reservations
+                .reserve(ReserveSeat {
+                    user,
+                    schedule,
+                    seat: seat(n as i64),
+                })
+                .await
+                .unwrap();
+            svc.payments
+                .pay(PayReservation {
+                    user,
+                    reservation: r.id,
+                    idempotency: None,
+                })
+                .await
+                .unwrap();
+        }
+    }
+
     fn services_with(room: MockWaitingRoom) -> (Services, MemoryStore, ScheduleId, ConcertId) {
         let store = MemoryStore::new();
         let (concert, schedule) = store.add_schedule(t0() + Duration::days(3), 500);
@@ -377,27 +402,7 @@ mod tests {
             .times(1)
             .returning(|_, _| Ok(()));
         let (svc, store, schedule, _) = services_with(room);
-        for n in 1..=50u64 {
-            let user = UserId::from(n);
-            store.set_balance(user, 500);
-            let r = svc
-                .reservations
-                .reserve(ReserveSeat {
-                    user,
-                    schedule,
-                    seat: seat(n as i64),
-                })
-                .await
-                .unwrap();
-            svc.payments
-                .pay(PayReservation {
-                    user,
-                    reservation: r.id,
-                    idempotency: None,
-                })
-                .await
-                .unwrap();
-        }
+        sell_every_seat(&svc, &store, schedule).await;
     }
 
     #[tokio::test]
@@ -447,27 +452,7 @@ mod tests {
             })
         });
         let (svc, store, schedule, concert) = services_with(room);
-        for n in 1..=50u64 {
-            let user = UserId::from(n);
-            store.set_balance(user, 500);
-            let r = svc
-                .reservations
-                .reserve(ReserveSeat {
-                    user,
-                    schedule,
-                    seat: seat(n as i64),
-                })
-                .await
-                .unwrap();
-            svc.payments
-                .pay(PayReservation {
-                    user,
-                    reservation: r.id,
-                    idempotency: None,
-                })
-                .await
-                .unwrap();
-        }
+        sell_every_seat(&svc, &store, schedule).await;
         assert!(marked.load(Ordering::SeqCst), "the last sale marks it");
         let room = svc.waiting_room.as_ref().unwrap();
         // the room's state is lost (its store restarted empty)

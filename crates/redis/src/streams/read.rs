@@ -169,19 +169,8 @@ impl RedisStreams {
             })
             .await?;
         let groups = if length > 0 || self.exists(&key).await? {
-            let key = &key;
-            let reply: StreamInfoGroupsReply = self
-                .inner
-                .conn
-                .run(|mut conn| async move {
-                    redis::cmd("XINFO")
-                        .arg("GROUPS")
-                        .arg(key)
-                        .query_async(&mut conn)
-                        .await
-                })
-                .await?;
-            reply
+            self.groups(&key)
+                .await?
                 .groups
                 .into_iter()
                 .map(|g| GroupStatus {
@@ -220,18 +209,8 @@ impl RedisStreams {
         if !self.exists(&key).await? {
             return Ok(0);
         }
+        let groups = self.groups(&key).await?;
         let key = &key;
-        let groups: StreamInfoGroupsReply = self
-            .inner
-            .conn
-            .run(|mut conn| async move {
-                redis::cmd("XINFO")
-                    .arg("GROUPS")
-                    .arg(key)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
         let idle_ms = idle.as_millis() as usize;
         let mut destroyed = 0;
         for group in groups.groups {
@@ -270,6 +249,20 @@ impl RedisStreams {
             }
         }
         Ok(destroyed)
+    }
+
+    /// `XINFO GROUPS` of the stream at `key` (which must exist).
+    async fn groups(&self, key: &str) -> Result<StreamInfoGroupsReply, Failure> {
+        self.inner
+            .conn
+            .run(|mut conn| async move {
+                redis::cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(key)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await
     }
 
     async fn exists(&self, key: &str) -> Result<bool, Failure> {
