@@ -23,8 +23,8 @@ pub struct Adapters {
     pub redis: Option<RedisLocks>,
     /// The RedLock masters, when `APP_REDLOCK_URLS` names them.
     pub redlock: Option<RedLock>,
-    /// Put the in-process relay in front of waiting Redis locks (false
-    /// when `APP_LOCK_LOCAL_QUEUE=false`).
+    /// Put the in-process relay in front of the waiting locks (false when
+    /// `APP_LOCK_LOCAL_QUEUE=false`).
     pub relay: bool,
     pub lock_options: LockOptions,
     /// The seat queue (`queue`), when seat holds are configured to use it.
@@ -115,7 +115,7 @@ pub static REGISTRY: &[Strategy] = &[
         name: "local",
         summary: "in-process lock, fenced (one instance only)",
         needs_redis: false,
-        build: |a, name| Ok(a.locked(name, Arc::new(a.local.clone()))),
+        build: |a, name| Ok(a.locked(name, a.relayed(a.local.clone()))),
     },
     Strategy {
         name: "redis-simple",

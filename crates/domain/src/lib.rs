@@ -54,7 +54,9 @@ pub use ids::{
     ConcertId, IdempotencyKey, InvalidValue, PaymentId, ReservationId, ScheduleId, SeatId,
     SeatNumber, UserId,
 };
-pub use lock::{DistributedLock, Fence, Fences, HeldLock, LockKey, LockOptions, with_locks};
+pub use lock::{
+    DistributedLock, Fence, Fences, HeldLock, LockKey, LockOptions, Passed, with_locks,
+};
 pub use model::catalogue::{
     Concert, NewSchedule, Schedule, ScheduleSummary, SeatStatus, SeatView, Title,
 };

@@ -116,6 +116,25 @@ pub trait HeldLock: Send + Sync + fmt::Debug {
 
     fn fence(&self) -> &Fence;
 
+    /// True when [`HeldLock::pass_on`] would pass the lock to a request of
+    /// this process that waits for it. Adapters without such waiters keep
+    /// the default.
+    fn waited_for_here(&self) -> bool {
+        false
+    }
+
+    /// Passes the lock to the request of this process that waits for it
+    /// **before this holder's unit of work has ended** (see
+    /// [`Fences::hand_over`]); `None` (and still held) when nobody waits
+    /// here. The lock service's lock itself stays held until the returned
+    /// [`Passed`] is dropped, which [`with_locks`] does once the work has
+    /// ended: the lock service never sees a release before the commit.
+    /// Passed on, this acquisition is spent: releasing or dropping it does
+    /// nothing.
+    async fn pass_on(&mut self) -> Option<Passed> {
+        None
+    }
+
     /// Releases the lock if this acquisition still owns it.
     ///
     /// MUST NOT delete a lock that another acquisition owns now, and MUST
@@ -152,27 +171,113 @@ impl<T: DistributedLock + ?Sized> DistributedLock for Arc<T> {
     }
 }
 
-/// The fences of the locks a unit of work runs under, by key.
+/// A lock passed on before its holder's unit of work ended
+/// ([`HeldLock::pass_on`]); dropped when the unit has ended.
+pub type Passed = Box<dyn Any + Send + Sync>;
+
+/// The fences of the locks a unit of work runs under, by key; and, under
+/// [`with_locks`], the locks themselves, so that the unit can pass them on
+/// to the next request of this process once its writes are in storage's
+/// hands ([`Fences::hand_over`]).
 #[derive(Debug, Clone, Default)]
-pub struct Fences(Vec<(LockKey, Fence)>);
+pub struct Fences {
+    fences: Arc<[(LockKey, Fence)]>,
+    held: Option<Arc<Held>>,
+}
+
+/// The locks [`with_locks`] holds for its work: those still held, and
+/// those passed on before the work ended.
+#[derive(Default)]
+struct Held(std::sync::Mutex<HeldState>);
+
+#[derive(Default)]
+struct HeldState {
+    locks: Vec<Box<dyn HeldLock>>,
+    passed: Vec<Passed>,
+}
+
+impl Held {
+    fn state(&self) -> std::sync::MutexGuard<'_, HeldState> {
+        // Only moves of whole values under the lock: a panic cannot leave
+        // it half-updated.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl fmt::Debug for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Held")
+    }
+}
 
 impl Fences {
     pub fn new(fences: Vec<(LockKey, Fence)>) -> Self {
-        Self(fences)
+        Self {
+            fences: fences.into(),
+            held: None,
+        }
     }
 
     /// The fence of the lock on `key`, if the work holds that lock.
     pub fn get(&self, key: &LockKey) -> Option<&Fence> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, f)| f)
+        self.fences.iter().find(|(k, _)| k == key).map(|(_, f)| f)
     }
 
     /// True when any of the locks was lost: the work must not commit.
     pub fn any_lost(&self) -> bool {
-        self.0.iter().any(|(_, f)| f.is_lost())
+        self.fences.iter().any(|(_, f)| f.is_lost())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&LockKey, &Fence)> {
-        self.0.iter().map(|(k, f)| (k, f))
+        self.fences.iter().map(|(k, f)| (k, f))
+    }
+
+    /// True while the work holds a lock that a request of this process
+    /// waits for ([`HeldLock::waited_for_here`]): then ending the work in
+    /// three steps (writes, [`Fences::hand_over`], commit) lets that
+    /// request start while the commit is being made durable.
+    pub fn waited_for_here(&self) -> bool {
+        self.held
+            .as_ref()
+            .is_some_and(|h| h.state().locks.iter().any(|l| l.waited_for_here()))
+    }
+
+    /// Passes the locks that a request of this process waits for on to it
+    /// now, before the work has ended ([`HeldLock::pass_on`]); the others
+    /// stay held until the work has ended, like every lock's hold on the
+    /// lock service.
+    ///
+    /// For a unit of work whose writes are applied, checked and locked by
+    /// storage itself, and only wait for their `COMMIT`
+    /// ([`crate::UnitOfWork::write`]). The next local holder may then read
+    /// what the unit wrote before it is durable, or (from storage) the
+    /// state before it; either way its own writes of those rows wait in
+    /// storage for this unit's end, and their version check refuses what it
+    /// decided if the state it read is not the one committed by then. The
+    /// brief's order (acquire → begin → decide → commit → release) still
+    /// holds for the lock service: its lock goes back to it only after
+    /// every unit that ran under it has ended.
+    pub async fn hand_over(&self) {
+        let Some(held) = &self.held else {
+            return;
+        };
+        let locks = std::mem::take(&mut held.state().locks);
+        let mut kept = Vec::with_capacity(locks.len());
+        let mut passed = Vec::new();
+        for mut lock in locks {
+            let passed_on = if lock.waited_for_here() {
+                lock.pass_on().await
+            } else {
+                None
+            };
+            match passed_on {
+                Some(p) => passed.push(p),
+                None => kept.push(lock),
+            }
+        }
+        let mut state = held.state();
+        state.locks.extend(kept);
+        state.passed.extend(passed);
     }
 }
 
@@ -188,7 +293,9 @@ impl Fences {
 /// has completed, whether it returned `Ok`, `Err`, or panicked (the panic is
 /// re-raised after the release). A release that reports the lease lost does
 /// not change the work's result (storage already checked the fence); it is
-/// logged.
+/// logged. A lock the work passed on to a waiting request of this process
+/// ([`Fences::hand_over`]) goes back to the lock service at the same point:
+/// after the work has completed.
 pub async fn with_locks<T, E, F, Fut>(
     lock: &dyn DistributedLock,
     keys: &[LockKey],
@@ -215,13 +322,20 @@ where
             }
         }
     }
-    let fences = Fences::new(
+    let mut fences = Fences::new(
         held.iter()
             .map(|h| (h.key().clone(), h.fence().clone()))
             .collect(),
     );
+    let held_here = Arc::new(Held::default());
+    held_here.state().locks = held;
+    fences.held = Some(held_here.clone());
     let outcome = CatchUnwind(Box::pin(work(fences))).await;
-    release_all(held).await;
+    let HeldState { locks, passed } = std::mem::take(&mut *held_here.state());
+    // the work has ended: what was passed on may go back to the lock
+    // service now
+    drop(passed);
+    release_all(locks).await;
     match outcome {
         Ok(result) => result,
         Err(panic) => resume_unwind(panic),
@@ -257,12 +371,14 @@ impl<F: Future> Future for CatchUnwind<F> {
 /// A [`HeldLock`] for tests of code that takes locks: it records its
 /// release in a shared log and can be told to report the lease lost.
 #[cfg(any(test, feature = "mock"))]
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TestHeldLock {
     pub key: LockKey,
     pub fence: Fence,
     pub log: Arc<std::sync::Mutex<Vec<String>>>,
     pub lost_on_release: bool,
+    /// What [`HeldLock::waited_for_here`] answers.
+    pub waited_for_here: bool,
 }
 
 #[cfg(any(test, feature = "mock"))]
@@ -274,6 +390,25 @@ impl HeldLock for TestHeldLock {
 
     fn fence(&self) -> &Fence {
         &self.fence
+    }
+
+    fn waited_for_here(&self) -> bool {
+        self.waited_for_here
+    }
+
+    /// Logs `pass <key>` now and `release <key>` when the [`Passed`] drops.
+    async fn pass_on(&mut self) -> Option<Passed> {
+        if !self.waited_for_here {
+            return None;
+        }
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("pass {}", self.key));
+        Some(Box::new(LoggedRelease {
+            key: self.key.clone(),
+            log: self.log.clone(),
+        }))
     }
 
     async fn release(self: Box<Self>) -> Result<(), Failure> {
@@ -289,11 +424,39 @@ impl HeldLock for TestHeldLock {
     }
 }
 
+/// What a [`TestHeldLock`] passed on leaves behind: logs `release <key>`
+/// when dropped.
+#[cfg(any(test, feature = "mock"))]
+struct LoggedRelease {
+    key: LockKey,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[cfg(any(test, feature = "mock"))]
+impl Drop for LoggedRelease {
+    fn drop(&mut self) {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("release {}", self.key));
+    }
+}
+
 #[cfg(any(test, feature = "mock"))]
 impl MockDistributedLock {
     /// A mock lock that grants every key, handing out fences `first`,
     /// `first + 1`, ... and logging `acquire <key>` / `release <key>`.
     pub fn granting(first: u64, log: Arc<std::sync::Mutex<Vec<String>>>) -> Self {
+        Self::granting_contended(first, log, false)
+    }
+
+    /// [`MockDistributedLock::granting`], its acquisitions answering
+    /// `waited_for_here` to [`HeldLock::waited_for_here`].
+    pub fn granting_contended(
+        first: u64,
+        log: Arc<std::sync::Mutex<Vec<String>>>,
+        waited_for_here: bool,
+    ) -> Self {
         let next = Arc::new(std::sync::atomic::AtomicU64::new(first));
         let mut lock = MockDistributedLock::new();
         lock.expect_acquire().returning(move |key, _| {
@@ -305,6 +468,7 @@ impl MockDistributedLock {
                 fence: Fence::new(next.fetch_add(1, Ordering::SeqCst)),
                 log: log.clone(),
                 lost_on_release: false,
+                waited_for_here,
             }))
         });
         lock
@@ -338,6 +502,63 @@ mod tests {
             *log.lock().unwrap(),
             ["acquire seat:1:01", "begin-commit", "release seat:1:01"]
         );
+    }
+
+    /// A lock waited for here is passed on when the work hands over, and
+    /// goes back to the lock service only once the work has ended; a lock
+    /// nobody waits for here stays held until then.
+    #[tokio::test]
+    async fn the_work_passes_on_what_is_waited_for_and_the_lock_service_waits_for_its_end() {
+        let log = log();
+        let work_log = log.clone();
+        let waited = TestHeldLock {
+            key: LockKey::new("seat:1:01"),
+            fence: Fence::new(5),
+            log: log.clone(),
+            lost_on_release: false,
+            waited_for_here: true,
+        };
+        let alone = TestHeldLock {
+            key: LockKey::new("seat:1:02"),
+            waited_for_here: false,
+            ..waited.clone()
+        };
+        let grants = std::sync::Mutex::new(vec![alone, waited]);
+        let mut lock = MockDistributedLock::new();
+        lock.expect_acquire().returning(move |_, _| {
+            let held: Box<dyn HeldLock> = Box::new(grants.lock().unwrap().pop().unwrap());
+            Ok(held)
+        });
+        let keys = [LockKey::new("seat:1:02"), LockKey::new("seat:1:01")];
+        let out: Result<(bool, bool, u64), Failure> =
+            with_locks(&lock, &keys, LockOptions::default(), |fences| async move {
+                let before = fences.waited_for_here();
+                fences.hand_over().await;
+                // a copy of the fences shares the hand-over: nothing more
+                fences.clone().hand_over().await;
+                work_log.lock().unwrap().push("commit".into());
+                let token = fences.get(&LockKey::new("seat:1:02")).map(Fence::token);
+                Ok((before, fences.waited_for_here(), token.unwrap_or_default()))
+            })
+            .await;
+        // the fences stay the work's after the hand-over
+        assert_eq!(out.unwrap(), (true, false, 5));
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "pass seat:1:01",
+                "commit",
+                "release seat:1:01",
+                "release seat:1:02"
+            ]
+        );
+    }
+
+    #[test]
+    fn fences_built_outside_with_locks_hand_nothing_over() {
+        let fences = Fences::new(vec![(LockKey::new("k"), Fence::new(1))]);
+        assert!(!fences.waited_for_here());
+        assert_eq!(fences.get(&LockKey::new("k")).map(Fence::token), Some(1));
     }
 
     #[tokio::test]
@@ -378,6 +599,7 @@ mod tests {
                     fence: Fence::new(1),
                     log: granted.clone(),
                     lost_on_release: false,
+                    waited_for_here: false,
                 }))
             } else {
                 Err(Failure::LockTimeout)
@@ -445,6 +667,7 @@ mod tests {
                 fence: Fence::new(3),
                 log: Arc::default(),
                 lost_on_release: true,
+                waited_for_here: false,
             }))
         });
         let out: Result<u8, Failure> = with_locks(

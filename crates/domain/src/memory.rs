@@ -217,6 +217,9 @@ pub struct MemoryUnit {
     base: u64,
     state: State,
     protection: Protection,
+    /// After [`UnitOfWork::write`]: the shared state it replaced, put back
+    /// by a rollback.
+    written_over: Option<State>,
 }
 
 #[async_trait]
@@ -228,11 +231,25 @@ impl Transactions for MemoryStore {
             base: state.generation,
             state,
             protection,
+            written_over: None,
         }))
     }
 }
 
 impl MemoryUnit {
+    /// Puts back what [`UnitOfWork::write`] replaced, if it did and no
+    /// unit committed on top of it since (as a generation of its own, so
+    /// that units begun from the writes conflict).
+    fn undo(&mut self) {
+        if let Some(mut before) = self.written_over.take() {
+            let mut shared = self.store.state();
+            if shared.generation == self.base + 1 {
+                before.generation = shared.generation + 1;
+                *shared = before;
+            }
+        }
+    }
+
     /// Checks `token` against the fence of `key` under a fenced protection;
     /// returns the token to record.
     fn fence_check(&self, key: &LockKey, recorded: u64) -> Result<u64, Failure> {
@@ -265,7 +282,15 @@ impl UnitOfWork for MemoryUnit {
         self
     }
 
-    async fn commit(self: Box<Self>) -> Result<(), Failure> {
+    /// Applies the unit's copy to the store, as the store's next
+    /// generation (every unit begun before conflicts), after the checks of
+    /// a commit; a failure the store was told to inject for the next commit
+    /// fails this instead. Memory needs no durable step: the commit that
+    /// follows has nothing left to do.
+    async fn write(&mut self) -> Result<(), Failure> {
+        if self.written_over.is_some() {
+            return Ok(());
+        }
         if let Some(failure) = self
             .store
             .fail_next_commit
@@ -282,13 +307,20 @@ impl UnitOfWork for MemoryUnit {
         if shared.generation != self.base {
             return Err(Failure::Conflict);
         }
-        let mut state = self.state;
+        let mut state = self.state.clone();
         state.generation = self.base + 1;
-        *shared = state;
+        self.written_over = Some(std::mem::replace(&mut *shared, state));
         Ok(())
     }
 
-    async fn rollback(self: Box<Self>) {}
+    /// [`UnitOfWork::write`], unless done already.
+    async fn commit(mut self: Box<Self>) -> Result<(), Failure> {
+        self.write().await
+    }
+
+    async fn rollback(mut self: Box<Self>) {
+        self.undo();
+    }
 }
 
 #[async_trait]

@@ -54,9 +54,25 @@ pub trait UnitOfWork: Send {
     fn idempotency(&mut self) -> &mut dyn IdempotencyRepository;
     fn outbox(&mut self) -> &mut dyn Outbox;
 
+    /// Applies the writes the unit still holds back (a wallet saved with
+    /// [`WalletRepository::save_at_commit`], appended history, recorded
+    /// events), with the checks [`UnitOfWork::commit`] would make, without
+    /// ending the transaction. From then on storage itself keeps the rows
+    /// the unit wrote locked until it commits or rolls back: a later writer
+    /// of those rows waits for that, and its version check then refuses
+    /// what it decided from this unit's writes if they were rolled back.
+    /// Nothing but [`UnitOfWork::commit`] or [`UnitOfWork::rollback`] may
+    /// follow.
+    ///
+    /// Returns what commit's checks would ([`Failure::Conflict`],
+    /// [`Failure::LockLost`], also for a lost fence); the caller then rolls
+    /// back.
+    async fn write(&mut self) -> Result<(), Failure>;
+
     /// Makes every write of the unit durable at once.
     ///
-    /// Under [`Protection::Fenced`], MUST return [`Failure::LockLost`] and
+    /// Unless [`UnitOfWork::write`] ran (which made these checks then):
+    /// under [`Protection::Fenced`], MUST return [`Failure::LockLost`] and
     /// commit nothing when any of the fences is lost. A wallet written with
     /// [`WalletRepository::save_at_commit`] is checked here: MUST return
     /// [`Failure::Conflict`] (another version was stored) or

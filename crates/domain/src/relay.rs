@@ -336,6 +336,10 @@ impl UnitOfWork for NotifyingUnit {
         self
     }
 
+    async fn write(&mut self) -> Result<(), Failure> {
+        self.inner.write().await
+    }
+
     async fn commit(self: Box<Self>) -> Result<(), Failure> {
         let NotifyingUnit {
             inner,

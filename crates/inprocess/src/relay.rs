@@ -16,7 +16,14 @@
 //!
 //! - at most one local request holds or waits for the shared lock per key,
 //!   and at most one local request holds the key: the hand-over happens
-//!   after the previous holder released (committed or rolled back);
+//!   when the previous holder released (committed or rolled back), or
+//!   passed the key on early ([`HeldLock::pass_on`]: its writes are applied
+//!   and locked by storage, only its `COMMIT` is left, see
+//!   `concert_domain::Fences::hand_over`);
+//! - the shared lock goes back to the lock service only after every local
+//!   holder of its streak has ended (committed or rolled back), those that
+//!   passed it on early included: towards the lock service the order
+//!   stays acquire → begin → decide → commit → release;
 //! - a streak ends after [`MAX_STREAK`] hand-overs or [`MAX_STREAK_AGE`],
 //!   whichever comes first: the shared lock is then released to the lock
 //!   service, so requests of other processes waiting there get their turn
@@ -41,8 +48,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use concert_domain::{DistributedLock, Failure, Fence, HeldLock, LockKey, LockOptions};
-use tokio::sync::oneshot;
+use concert_domain::{DistributedLock, Failure, Fence, HeldLock, LockKey, LockOptions, Passed};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::lease::later;
@@ -120,9 +127,76 @@ struct Streak {
     /// Hand-overs so far.
     length: u32,
     started: Instant,
+    /// Holders that passed the streak on before their unit of work ended.
+    unended: Arc<Unended>,
+}
+
+/// The holders of one streak that passed it on before their unit of work
+/// ended ([`HeldLock::pass_on`]): the shared lock goes back to the lock
+/// service only after they have all ended.
+#[derive(Default)]
+struct Unended {
+    count: Mutex<usize>,
+    ended: Notify,
+}
+
+impl Unended {
+    fn count(&self) -> MutexGuard<'_, usize> {
+        self.count.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One more holder passed on before it ended; dropping the returned
+    /// [`Passed`] says it has.
+    fn enter(self: &Arc<Self>) -> Passed {
+        *self.count() += 1;
+        Box::new(Ending(self.clone()))
+    }
+
+    /// Returns once every holder counted has ended.
+    async fn wait(&self) {
+        loop {
+            let ended = self.ended.notified();
+            if *self.count() == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    fn none(&self) -> bool {
+        *self.count() == 0
+    }
+}
+
+/// A holder of the streak whose unit of work has not ended yet.
+struct Ending(Arc<Unended>);
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        let mut count = self.0.count();
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            drop(count);
+            self.0.ended.notify_waiters();
+        }
+    }
 }
 
 impl Streak {
+    /// Drops the streak, which releases the shared lock in the background,
+    /// once the holders that passed it on before their end have ended.
+    fn retire(self) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if !self.unended.none() => {
+                runtime.spawn(async move {
+                    self.unended.wait().await;
+                    drop(self);
+                });
+            }
+            _ => drop(self),
+        }
+    }
+
     fn may_continue(&self) -> bool {
         self.length < MAX_STREAK
             && self.started.elapsed() < MAX_STREAK_AGE
@@ -171,6 +245,10 @@ impl Slots {
             let waiter = {
                 let mut slots = self.lock();
                 let Some(slot) = slots.get_mut(key) else {
+                    drop(slots);
+                    if let Some(streak) = streak {
+                        streak.retire();
+                    }
                     return;
                 };
                 slot.holder = None;
@@ -178,6 +256,10 @@ impl Slots {
                     Some(waiter) => waiter,
                     None => {
                         slots.remove(key);
+                        drop(slots);
+                        if let Some(streak) = streak {
+                            streak.retire();
+                        }
                         return;
                     }
                 }
@@ -228,17 +310,18 @@ impl Slots {
     }
 }
 
-/// An acquisition through a [`Relay`].
+/// An acquisition through a [`Relay`]: the baton with the streak, until
+/// released or passed on; its fence stays readable after that.
 struct RelayHeld {
     baton: Baton,
+    fence: Fence,
 }
 
 impl RelayHeld {
-    fn held(&self) -> &dyn HeldLock {
-        match &self.baton.streak {
-            Some(streak) => streak.held.as_ref(),
-            // A RelayHeld is only built with a streak.
-            None => unreachable!("a relay guard without its shared acquisition"),
+    fn new(baton: Baton, fence: &Fence) -> Self {
+        Self {
+            baton,
+            fence: fence.clone(),
         }
     }
 }
@@ -246,7 +329,9 @@ impl RelayHeld {
 impl fmt::Debug for RelayHeld {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RelayHeld")
-            .field("held", &self.held())
+            .field("key", &self.baton.key)
+            .field("fence", &self.fence)
+            .field("held", &self.baton.streak.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -255,9 +340,13 @@ impl Drop for RelayHeld {
     fn drop(&mut self) {
         // Dropped without release (a cancelled request): do not hand over
         // what it may have left half done; the shared lock is released in
-        // the background and the next local request acquires anew.
-        if self.baton.armed {
-            drop(self.baton.streak.take());
+        // the background (once the holders before, that passed it on
+        // before their end, have ended) and the next local request
+        // acquires anew.
+        if self.baton.armed
+            && let Some(streak) = self.baton.streak.take()
+        {
+            streak.retire();
         }
     }
 }
@@ -265,11 +354,34 @@ impl Drop for RelayHeld {
 #[async_trait]
 impl HeldLock for RelayHeld {
     fn key(&self) -> &LockKey {
-        self.held().key()
+        &self.baton.key
     }
 
     fn fence(&self) -> &Fence {
-        self.held().fence()
+        &self.fence
+    }
+
+    /// A local request waits for the key and the streak may go on: a
+    /// release now hands the shared acquisition to it in memory.
+    fn waited_for_here(&self) -> bool {
+        self.baton.streak.as_ref().is_some_and(Streak::may_continue)
+            && self.baton.slots.has_waiters(&self.baton.key)
+    }
+
+    /// Hands the shared acquisition to the next local waiter now, before
+    /// this holder's unit of work has ended; the streak then does not go
+    /// back to the lock service before that unit has ended (the
+    /// [`Passed`] returned is dropped).
+    async fn pass_on(&mut self) -> Option<Passed> {
+        if !self.waited_for_here() {
+            return None;
+        }
+        let mut streak = self.baton.streak.take()?;
+        self.baton.armed = false;
+        let passed = streak.unended.enter();
+        streak.length += 1;
+        self.baton.slots.pass(&self.baton.key, Some(streak));
+        Some(passed)
     }
 
     /// Hands the shared acquisition to the next local waiter, or releases
@@ -287,6 +399,9 @@ impl HeldLock for RelayHeld {
             slots.pass(&key, Some(streak));
             return Ok(());
         }
+        // the holders before that passed the streak on early must have
+        // ended before the lock service sees a release
+        streak.unended.wait().await;
         let released = streak.held.release().await;
         slots.pass(&key, None);
         released
@@ -362,11 +477,13 @@ impl<L: DistributedLock> DistributedLock for Relay<L> {
         };
         if let Some(streak) = baton.streak.take() {
             if !streak.held.fence().is_lost() {
-                self.slots.hold(key, streak.held.fence());
+                let fence = streak.held.fence().clone();
+                self.slots.hold(key, &fence);
                 baton.streak = Some(streak);
-                return Ok(Box::new(RelayHeld { baton }));
+                return Ok(Box::new(RelayHeld::new(baton, &fence)));
             }
             // The lease ran out during the streak: give it up, acquire anew.
+            streak.unended.wait().await;
             if let Err(e) = streak.held.release().await {
                 tracing::debug!(error = %e, %key, "a relayed lock had already expired");
             }
@@ -377,13 +494,15 @@ impl<L: DistributedLock> DistributedLock for Relay<L> {
             .shared
             .acquire(key, LockOptions { wait, ..options })
             .await?;
-        self.slots.hold(key, held.fence());
+        let fence = held.fence().clone();
+        self.slots.hold(key, &fence);
         baton.streak = Some(Streak {
             held,
             length: 0,
             started: Instant::now(),
+            unended: Arc::default(),
         });
-        Ok(Box::new(RelayHeld { baton }))
+        Ok(Box::new(RelayHeld::new(baton, &fence)))
     }
 }
 
@@ -454,19 +573,74 @@ mod tests {
             tokio::task::yield_now().await;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(first.waited_for_here());
         first.release().await.unwrap();
         let mut tokens = Vec::new();
+        let mut waited_for = Vec::new();
         for task in waiting {
             let guard = task.await.unwrap();
             tokens.push(guard.fence().token());
+            waited_for.push(guard.waited_for_here());
             guard.release().await.unwrap();
         }
+        // A release hands over here while the streak may go on and someone
+        // waits: not the streak's last holder, not the last one of all.
+        let mut expected = vec![true; MAX_STREAK as usize - 1];
+        expected.extend([false, false]);
+        assert_eq!(waited_for, expected);
         // The first MAX_STREAK were handed the same acquisition; the last
         // acquired anew, with a newer token.
         let (streak, last) = tokens.split_at(MAX_STREAK as usize);
         assert!(streak.iter().all(|t| *t == token), "{tokens:?}");
         assert!(last[0] > token, "{tokens:?}");
         assert_eq!(shared.stats().attempts, 2);
+    }
+
+    /// A holder passes the streak on before its unit has ended: the next
+    /// local request holds at once, with the same token; the shared lock
+    /// goes back to the lock service only after the first unit has ended,
+    /// whether the streak ends with a release or a dropped guard.
+    #[tokio::test]
+    async fn a_streak_passed_on_early_goes_back_only_after_every_unit_ended() {
+        for drop_last in [false, true] {
+            let shared = LocalLock::new();
+            let relay = Relay::new(shared.clone());
+            let key = LockKey::new("k");
+            let mut first = relay.acquire(&key, options(0)).await.unwrap();
+            assert!(first.pass_on().await.is_none(), "nobody waits");
+            let next = {
+                let (relay, key) = (relay.clone(), key.clone());
+                tokio::spawn(async move { relay.acquire(&key, options(5_000)).await.unwrap() })
+            };
+            while !first.waited_for_here() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let ending = first.pass_on().await.expect("passed on");
+            let next = next.await.unwrap();
+            assert_eq!(next.fence().token(), first.fence().token());
+            // spent: releasing it changes nothing
+            first.release().await.unwrap();
+            // the last holder ends the streak while the first unit has not
+            let last = tokio::spawn(async move {
+                if drop_last {
+                    drop(next);
+                } else {
+                    next.release().await.unwrap();
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(
+                matches!(
+                    shared.acquire(&key, options(0)).await,
+                    Err(Failure::LockTimeout)
+                ),
+                "still held for the unit that has not ended"
+            );
+            drop(ending);
+            last.await.unwrap();
+            let again = shared.acquire(&key, options(2_000)).await.unwrap();
+            again.release().await.unwrap();
+        }
     }
 
     #[tokio::test]

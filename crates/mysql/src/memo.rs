@@ -1,25 +1,31 @@
-//! [`WalletMemo`]: the wallets fenced units of this process committed, by
+//! [`WalletMemo`]: the wallets fenced units of this process wrote, by
 //! fencing token, so that the next holder of the same lock acquisition
 //! reads its wallet without a round trip.
 //!
 //! Under a lock, a hot wallet's critical section is: the hand-over to the
 //! next holder, its `SELECT`, and the round trip that carries the checked
-//! `UPDATE`, the history and the `COMMIT` (see
+//! `UPDATE` with the history and outbox rows (see
 //! [`crate::wallets::DeferredWallet`]). The in-process relay hands one
 //! acquisition, with its fencing token, from one local holder to the next;
-//! what the previous holder committed under that token is exactly the
-//! row's state then (the compound `UPDATE` writes absolute values). The
-//! memo keeps it, and a `find` under the same token answers from it:
-//! the critical section loses its `SELECT`.
+//! what the previous holder wrote under that token is exactly the row's
+//! state once it commits (the compound `UPDATE` writes absolute values).
+//! The memo keeps it from the moment it is written ([`UnitOfWork::write`],
+//! or the commit), and a `find` under the same token answers from it: the
+//! critical section loses its `SELECT`.
 //!
-//! Never trusted for a write: the commit's `UPDATE` still checks the
-//! version and the fence. Anything that changed the row meanwhile without
-//! the lock (another strategy's writer, another process's unit whose lock
-//! was lost, an operator's SQL) makes the version check fail, the memo
-//! entry is forgotten, and the unit is run once more under the still-held
-//! lock ([`concert_domain::Control::locked`]), reading afresh. Entries of a
-//! token that is no longer held are simply never asked for (a new
-//! acquisition has a new token).
+//! Never trusted for a write: the next unit's `UPDATE` still checks the
+//! version and the fence, and waits in InnoDB for the row while the unit
+//! that wrote it has not ended. Anything that changed the row meanwhile
+//! without the lock (another strategy's writer, another process's unit
+//! whose lock was lost, an operator's SQL), or a unit that wrote and then
+//! failed to commit, makes the version check fail, the memo entry is
+//! forgotten, and the unit is run once more under the still-held lock
+//! ([`concert_domain::Control::locked`]), reading afresh. A unit rolled
+//! back after writing forgets its entry itself. Entries of a token that is
+//! no longer held are simply never asked for (a new acquisition has a new
+//! token).
+//!
+//! [`UnitOfWork::write`]: concert_domain::UnitOfWork::write
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -42,8 +48,8 @@ impl WalletMemo {
         self.by_user.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The wallet committed under fencing token `token`, if that was the
-    /// last commit of this process to it.
+    /// The wallet written under fencing token `token`, if that was the
+    /// last write of this process to it.
     pub(crate) fn get(&self, user: UserId, token: u64) -> Option<Wallet> {
         match self.entries().get(&user.get()) {
             Some((wallet, written)) if *written == token => Some(*wallet),
@@ -51,7 +57,7 @@ impl WalletMemo {
         }
     }
 
-    /// `wallet` was just committed under `token`.
+    /// `wallet` was just written (or committed) under `token`.
     pub(crate) fn put(&self, wallet: Wallet, token: u64) {
         let mut entries = self.entries();
         if entries.len() >= CAPACITY && !entries.contains_key(&wallet.user.get()) {

@@ -395,6 +395,16 @@ impl Session {
         Ok(())
     }
 
+    /// Runs `statements` (separated by `;`) in the open transaction, in one
+    /// round trip, without ending it. When one fails the server stops
+    /// there, and the transaction stays open for [`Session::rollback`].
+    pub(crate) async fn write(&mut self, statements: &str) -> Result<(), Failure> {
+        let (c, guard) = self.split()?;
+        guard
+            .run("writing a transaction", c.batch_execute(statements))
+            .await
+    }
+
     /// Rolls the open transaction back (`ROLLBACK`). Never fails: when the
     /// rollback does not succeed, the connection is closed on drop, which
     /// rolls back on the server.

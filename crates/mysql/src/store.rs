@@ -53,6 +53,7 @@ impl Transactions for MysqlStore {
             history: Vec::new(),
             events: Vec::new(),
             locked_wallets: Vec::new(),
+            written: false,
         }))
     }
 }
@@ -68,7 +69,10 @@ impl Transactions for MysqlStore {
 ///
 /// Point history lines and the events recorded in the outbox are written by
 /// the commit, in the same round trip as the `COMMIT`: appending them costs
-/// no round trip, and none inside the critical section of a hot row.
+/// no round trip, and none inside the critical section of a hot row. A unit
+/// that passes its locks on before it commits writes them (with the
+/// deferred wallet) in [`UnitOfWork::write`]'s round trip instead, and the
+/// `COMMIT` follows alone.
 ///
 /// Dropped without commit or rollback (a cancelled request), its connection
 /// is closed instead of going back to the pool, so the server rolls back
@@ -88,9 +92,33 @@ pub(crate) struct MysqlUnit {
     /// The wallets whose rows this unit read `FOR UPDATE`: it holds their
     /// row locks until it ends.
     pub(crate) locked_wallets: Vec<UserId>,
+    /// [`UnitOfWork::write`] wrote what the unit held back; only `COMMIT`
+    /// is left.
+    pub(crate) written: bool,
 }
 
 impl MysqlUnit {
+    /// The statements that write what the unit held back, joined for one
+    /// round trip (none after [`UnitOfWork::write`]); [`Failure::LockLost`]
+    /// when a fence of a `Fenced` unit is lost before they are written.
+    fn checked_writes(&self) -> Result<Option<String>, Failure> {
+        if self.written {
+            return Ok(None);
+        }
+        if self.protection.fences().is_some_and(|f| f.any_lost()) {
+            return Err(Failure::LockLost);
+        }
+        let statements: Vec<String> = [
+            self.wallet.as_ref().map(DeferredWallet::statement),
+            history_statement(&self.history),
+            insert_statement(&self.events),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        Ok((!statements.is_empty()).then(|| statements.join("; ")))
+    }
+
     pub(crate) fn pessimistic(&self) -> bool {
         matches!(self.protection, Protection::Pessimistic)
     }
@@ -128,37 +156,61 @@ impl UnitOfWork for MysqlUnit {
     }
 
     /// The wallet saved at commit (its checked `UPDATE`, see
-    /// [`DeferredWallet`]), the appended history lines' and recorded
-    /// events' `INSERT`s and `COMMIT`, in one round trip; unless a fence of
-    /// a `Fenced` unit is lost: then `ROLLBACK` and [`Failure::LockLost`].
-    /// A failed commit rolls back.
+    /// [`DeferredWallet`]) and the appended history lines' and recorded
+    /// events' `INSERT`s, in one round trip, without `COMMIT`; unless a
+    /// fence of a `Fenced` unit is lost: then [`Failure::LockLost`]. The
+    /// rows written stay locked by InnoDB until the commit or rollback.
+    ///
+    /// A fenced wallet written is kept in the [`WalletMemo`] under its
+    /// token from here (the next local holder of the lock may read it
+    /// before this unit has committed: its own write waits for the row
+    /// lock, and its version check refuses it if this unit then rolls
+    /// back); a wallet whose write failed is forgotten there.
+    async fn write(&mut self) -> Result<(), Failure> {
+        if self.written {
+            return Ok(());
+        }
+        let written = match self.checked_writes() {
+            Ok(Some(statements)) => self.session.write(&statements).await,
+            Ok(None) => Ok(()),
+            Err(lost) => Err(lost),
+        };
+        if let Some(deferred) = self.wallet {
+            match (&written, deferred.token) {
+                (Ok(()), Some(token)) => self.memo.put(deferred.wallet, token),
+                _ => self.memo.forget(deferred.wallet.user),
+            }
+        }
+        self.written = written.is_ok();
+        written
+    }
+
+    /// [`UnitOfWork::write`]'s statements (unless written already) and
+    /// `COMMIT`, in one round trip. A failed commit rolls back.
     ///
     /// A fenced wallet committed is kept in the [`WalletMemo`] under its
     /// token; a wallet whose write failed, or was written unfenced, is
     /// forgotten there.
     async fn commit(mut self: Box<Self>) -> Result<(), Failure> {
-        if self.protection.fences().is_some_and(|f| f.any_lost()) {
-            if let Some(deferred) = &self.wallet {
-                self.memo.forget(deferred.wallet.user);
+        let statements = match self.checked_writes() {
+            Ok(statements) => statements,
+            Err(lost) => {
+                if let Some(deferred) = &self.wallet {
+                    self.memo.forget(deferred.wallet.user);
+                }
+                self.session.rollback().await;
+                return Err(lost);
             }
-            self.session.rollback().await;
-            return Err(Failure::LockLost);
-        }
-        let statements: Vec<String> = [
-            self.wallet.as_ref().map(DeferredWallet::statement),
-            history_statement(&self.history),
-            insert_statement(&self.events),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let last = (!statements.is_empty()).then(|| statements.join("; "));
-        let committed = self.session.commit(last.as_deref()).await;
+        };
+        let committed = self.session.commit(statements.as_deref()).await;
         if committed.is_err() {
             self.session.rollback().await;
         }
         if let Some(deferred) = self.wallet {
             match (&committed, deferred.token) {
+                // put by the write already: a later holder may have put
+                // its own since
+                (Ok(()), Some(_)) if self.written => {}
                 (Ok(()), Some(token)) => self.memo.put(deferred.wallet, token),
                 _ => self.memo.forget(deferred.wallet.user),
             }
@@ -166,7 +218,12 @@ impl UnitOfWork for MysqlUnit {
         committed
     }
 
+    /// Also forgets, in the [`WalletMemo`], a wallet [`UnitOfWork::write`]
+    /// put there.
     async fn rollback(mut self: Box<Self>) {
+        if let Some(deferred) = self.wallet.filter(|_| self.written) {
+            self.memo.forget(deferred.wallet.user);
+        }
         self.session.rollback().await;
     }
 }

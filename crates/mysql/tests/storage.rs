@@ -938,6 +938,82 @@ async fn a_wallet_saved_at_commit_is_checked_by_the_commit() {
     uow.rollback().await;
 }
 
+/// `write` applies and checks what the unit held back without committing,
+/// and the rows written stay locked until the unit ends. The next holder of
+/// the same fencing token (a relay's hand-over) reads the written wallet
+/// from memory at once, and its own write waits for the first unit's end:
+/// after that unit's commit it applies on top; after its rollback it is
+/// refused as a conflict, and the next read sees the rolled-back state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_written_unit_keeps_its_rows_until_it_ends_and_the_next_holder_waits_for_that() {
+    let env = env().await;
+    let key = LockKey::wallet(user(1));
+    let use_100 = |w: Wallet| w.apply(PointChange::Use(pts(100))).unwrap();
+    let line = |balance_after| NewHistoryEntry {
+        user: user(1),
+        change: PointChange::Use(pts(100)),
+        balance_after,
+        at: t0(),
+    };
+    for (token, commit) in [(7, true), (8, false)] {
+        let fence = Fence::new(token);
+        env.sql.set_balance(user(1), 1_000).await.unwrap();
+        let before = env.store.wallet(user(1)).await.unwrap().unwrap();
+        let lines = env.sql.history_count(user(1)).await.unwrap();
+
+        let mut first = begin(&env, fenced(key.clone(), &fence)).await;
+        let read = first.wallets().find(user(1)).await.unwrap().unwrap();
+        assert_eq!(read, before);
+        first
+            .wallets()
+            .save_at_commit(&use_100(read))
+            .await
+            .unwrap();
+        first.wallets().append(&line(900)).await.unwrap();
+        first.write().await.unwrap();
+        // written, not committed: others still read the state before
+        assert_eq!(env.store.wallet(user(1)).await.unwrap(), Some(before));
+
+        let mut next = begin(&env, fenced(key.clone(), &fence)).await;
+        let seen = next.wallets().find(user(1)).await.unwrap().unwrap();
+        assert_eq!(seen, use_100(before), "read from memory");
+        next.wallets().save_at_commit(&use_100(seen)).await.unwrap();
+        next.wallets().append(&line(800)).await.unwrap();
+        let next = tokio::spawn(async move { next.commit().await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!next.is_finished(), "the next write waits for the row");
+
+        let balance = || async { env.store.wallet(user(1)).await.unwrap().unwrap().balance };
+        if commit {
+            first.commit().await.unwrap();
+            next.await.unwrap().unwrap();
+            assert_eq!(balance().await, 800);
+            assert_eq!(env.sql.history_count(user(1)).await.unwrap(), lines + 2);
+        } else {
+            first.rollback().await;
+            assert!(matches!(next.await.unwrap(), Err(Failure::Conflict)));
+            assert_eq!(balance().await, 1_000);
+            assert_eq!(env.sql.history_count(user(1)).await.unwrap(), lines);
+            // the memory forgot it: the next holder reads the row
+            let mut again = begin(&env, fenced(key.clone(), &fence)).await;
+            assert_eq!(again.wallets().find(user(1)).await.unwrap(), Some(before));
+            again.rollback().await;
+        }
+    }
+    // a written unit rolled back with nobody behind it: the memory forgets
+    // what it wrote
+    let fence = Fence::new(9);
+    let before = env.store.wallet(user(1)).await.unwrap().unwrap();
+    let mut unit = begin(&env, fenced(key.clone(), &fence)).await;
+    let read = unit.wallets().find(user(1)).await.unwrap().unwrap();
+    unit.wallets().save_at_commit(&use_100(read)).await.unwrap();
+    unit.write().await.unwrap();
+    unit.rollback().await;
+    let mut again = begin(&env, fenced(key, &fence)).await;
+    assert_eq!(again.wallets().find(user(1)).await.unwrap(), Some(before));
+    again.rollback().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creators_of_one_wallet_queue_and_neither_fails() {
     let env = env().await;

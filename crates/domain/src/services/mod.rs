@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::control::Control;
+use crate::control::{Control, Protection};
 use crate::error::Failure;
 use crate::model::room::RoomRules;
 use crate::ports::{CatalogueRepository, Queries, Transactions, UnitOfWork, WaitingRoom};
@@ -124,13 +124,34 @@ impl Services {
     }
 }
 
-/// Ends a unit of work: commits on success, rolls back on failure.
+/// Ends a unit of work begun under `protection`: commits on success, rolls
+/// back on failure.
+///
+/// Under locks that another request of this process waits for
+/// ([`Fences::waited_for_here`]), a successful unit is ended in three
+/// steps: its writes are applied and checked ([`UnitOfWork::write`]), the
+/// locks are handed over ([`Fences::hand_over`]), and only then is it
+/// committed. The next holder's critical section then overlaps this
+/// commit's durable flush instead of waiting for it, and storage, which
+/// holds the written rows until the commit, orders the next holder's writes
+/// after it.
+///
+/// [`Fences::waited_for_here`]: crate::lock::Fences::waited_for_here
+/// [`Fences::hand_over`]: crate::lock::Fences::hand_over
 pub(crate) async fn finish<T, E: From<Failure>>(
-    uow: Box<dyn UnitOfWork>,
+    mut uow: Box<dyn UnitOfWork>,
+    protection: &Protection,
     outcome: Result<T, E>,
 ) -> Result<T, E> {
     match outcome {
         Ok(value) => {
+            if let Some(fences) = protection.fences().filter(|f| f.waited_for_here()) {
+                if let Err(e) = uow.write().await {
+                    uow.rollback().await;
+                    return Err(e.into());
+                }
+                fences.hand_over().await;
+            }
             uow.commit().await?;
             Ok(value)
         }

@@ -94,7 +94,7 @@ impl PaymentService {
     ) -> Result<Payment, PayError> {
         let now = self.ports.clock.now();
         let atomic = matches!(protection, Protection::Atomic);
-        let mut uow = self.ports.transactions.begin(protection).await?;
+        let mut uow = self.ports.transactions.begin(protection.clone()).await?;
         let outcome = async {
             if let Some(key) = &cmd.idempotency {
                 let request = format!("reservation={}", cmd.reservation);
@@ -169,7 +169,7 @@ impl PaymentService {
             Ok(payment)
         }
         .await;
-        finish(uow, outcome).await
+        finish(uow, &protection, outcome).await
     }
 
     /// The payment as its payer sees it; anyone else's is `NotFound`.
@@ -231,7 +231,7 @@ impl PaymentService {
     ) -> Result<Payment, RefundError> {
         let now = self.ports.clock.now();
         let atomic = matches!(protection, Protection::Atomic);
-        let mut uow = self.ports.transactions.begin(protection).await?;
+        let mut uow = self.ports.transactions.begin(protection.clone()).await?;
         let outcome = async {
             let seat = uow.seats().lock(reservation.seat).await?;
             let payment = uow
@@ -278,7 +278,7 @@ impl PaymentService {
             Ok(refunded)
         }
         .await;
-        finish(uow, outcome).await
+        finish(uow, &protection, outcome).await
     }
 }
 

@@ -82,7 +82,7 @@ impl PointService {
     ) -> Result<PointBalance, ChargeError> {
         let now = self.ports.clock.now();
         let atomic = matches!(protection, Protection::Atomic);
-        let mut uow = self.ports.transactions.begin(protection).await?;
+        let mut uow = self.ports.transactions.begin(protection.clone()).await?;
         let outcome = async {
             if let Some(key) = &cmd.idempotency {
                 let request = format!("amount={}", cmd.amount);
@@ -134,7 +134,7 @@ impl PointService {
             })
         }
         .await;
-        finish(uow, outcome).await
+        finish(uow, &protection, outcome).await
     }
 
     /// Takes points from the balance, never below zero.
@@ -158,7 +158,7 @@ impl PointService {
     ) -> Result<PointBalance, UseError> {
         let now = self.ports.clock.now();
         let atomic = matches!(protection, Protection::Atomic);
-        let mut uow = self.ports.transactions.begin(protection).await?;
+        let mut uow = self.ports.transactions.begin(protection.clone()).await?;
         let outcome = async {
             let change = PointChange::Use(cmd.amount);
             let balance = change_balance(&mut *uow, cmd.user, change, now, atomic)
@@ -173,7 +173,7 @@ impl PointService {
             })
         }
         .await;
-        finish(uow, outcome).await
+        finish(uow, &protection, outcome).await
     }
 }
 
@@ -260,7 +260,7 @@ mod tests {
     use crate::lock::{LockOptions, MockDistributedLock};
     use crate::model::wallet::{MAX_BALANCE, PointKind};
     use crate::services::Policy;
-    use crate::services::testing::services;
+    use crate::services::testing::{Log, logged_services, services};
 
     fn user() -> UserId {
         UserId::from(3)
@@ -402,5 +402,92 @@ mod tests {
         assert_eq!(store.balance(user()), 0);
         let b = svc.points.charge(charge(500, Some("k"))).await.unwrap();
         assert_eq!(b.balance, 500);
+    }
+
+    fn use_300() -> UsePoints {
+        UsePoints {
+            user: user(),
+            amount: pts(300),
+        }
+    }
+
+    /// Under a lock another request of this process waits for, a use's
+    /// writes are applied, the lock is passed on to that request, the unit
+    /// is committed, and only then is the lock service's lock released;
+    /// under a lock nobody waits for here, the unit commits first and
+    /// releases after (one round trip fewer).
+    #[tokio::test]
+    async fn a_lock_waited_for_here_is_handed_over_between_the_writes_and_the_commit() {
+        for (waited_for_here, ends) in [
+            (
+                true,
+                ["write", "pass wallet:3", "commit", "release wallet:3"],
+            ),
+            (false, ["commit", "release wallet:3", "-", "-"]),
+        ] {
+            let log = Log::default();
+            let lock = MockDistributedLock::granting_contended(1, log.clone(), waited_for_here);
+            let control = Control::locked("local", Arc::new(lock), LockOptions::default());
+            let (svc, store) = logged_services(control, log.clone());
+            store.set_balance(user(), 1_000);
+            let b = svc.points.use_points(use_300()).await.unwrap();
+            assert_eq!(b.balance, 700);
+            assert_eq!(store.balance(user()), 700);
+            assert_eq!(store.history_of(user()).len(), 1);
+            let mut expected = vec!["acquire wallet:3"];
+            expected.extend(ends.iter().filter(|e| **e != "-"));
+            assert_eq!(*log.lock().unwrap(), expected, "{waited_for_here}");
+        }
+    }
+
+    /// A write refused before the hand-over (here a conflict) rolls the
+    /// unit back and keeps the lock: the use runs once more under it, and
+    /// only its successful writes pass the lock on.
+    #[tokio::test]
+    async fn a_refused_write_keeps_the_lock_for_the_second_run() {
+        let log = Log::default();
+        let lock = MockDistributedLock::granting_contended(1, log.clone(), true);
+        let control = Control::locked("local", Arc::new(lock), LockOptions::default());
+        let (svc, store) = logged_services(control, log.clone());
+        store.set_balance(user(), 1_000);
+        store.fail_next_commit(Failure::Conflict);
+        let b = svc.points.use_points(use_300()).await.unwrap();
+        assert_eq!(b.balance, 700);
+        assert_eq!(store.balance(user()), 700);
+        assert_eq!(store.history_of(user()).len(), 1);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "acquire wallet:3",
+                "write",
+                "rollback",
+                "write",
+                "pass wallet:3",
+                "commit",
+                "release wallet:3"
+            ]
+        );
+    }
+
+    /// A use the rules refuse writes nothing and hands nothing over early.
+    #[tokio::test]
+    async fn a_refused_use_rolls_back_before_the_release() {
+        let log = Log::default();
+        let lock = MockDistributedLock::granting_contended(1, log.clone(), true);
+        let control = Control::locked("local", Arc::new(lock), LockOptions::default());
+        let (svc, store) = logged_services(control, log.clone());
+        store.set_balance(user(), 100);
+        assert!(matches!(
+            svc.points.use_points(use_300()).await,
+            Err(UseError::InsufficientPoints {
+                balance: 100,
+                needed: 300
+            })
+        ));
+        assert_eq!(store.balance(user()), 100);
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["acquire wallet:3", "rollback", "release wallet:3"]
+        );
     }
 }

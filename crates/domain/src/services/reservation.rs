@@ -258,7 +258,7 @@ impl ReservationService {
         let now = self.ports.clock.now();
         let until = now + chrono_duration(self.policy.hold);
         let atomic = matches!(protection, Protection::Atomic);
-        let mut uow = self.ports.transactions.begin(protection).await?;
+        let mut uow = self.ports.transactions.begin(protection.clone()).await?;
         let outcome = async {
             self.check_hold_limit(&mut *uow, user, schedule, seats.len(), now)
                 .await?;
@@ -279,7 +279,7 @@ impl ReservationService {
             Ok(held.reservations)
         }
         .await;
-        finish(uow, outcome).await
+        finish(uow, &protection, outcome).await
     }
 
     async fn check_hold_limit(
@@ -390,7 +390,7 @@ impl ReservationService {
             Ok(cancelled)
         }
         .await;
-        finish(uow, outcome).await
+        finish(uow, &Protection::Optimistic, outcome).await
     }
 
     /// Expires stale holds and frees their seats, in batches; returns how
@@ -424,7 +424,7 @@ impl ReservationService {
                 Ok::<_, QueryError>((expired.len() as u64, stale.len()))
             }
             .await;
-            let (expired, seen) = finish(uow, outcome).await?;
+            let (expired, seen) = finish(uow, &Protection::Optimistic, outcome).await?;
             total += expired;
             if seen < BATCH as usize {
                 return Ok(total);

@@ -8,9 +8,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
-use crate::control::Control;
+use crate::control::{Control, Protection};
+use crate::error::Failure;
 use crate::memory::MemoryStore;
-use crate::services::{Controls, Policy, Services};
+use crate::ports::{
+    IdempotencyRepository, Outbox, PaymentRepository, ReservationRepository, SeatRepository,
+    Transactions, UnitOfWork, WalletRepository,
+};
+use crate::services::{Controls, Policy, Ports, Services};
 
 pub fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_900_000_000, 0).expect("valid timestamp")
@@ -59,4 +64,86 @@ pub fn services(control: Control, policy: Policy) -> (Services, MemoryStore, Tes
         policy,
     );
     (services, store, clock)
+}
+
+/// A log that a test's locks and units of work write to.
+pub type Log = Arc<Mutex<Vec<String>>>;
+
+/// Units of work over `inner` that log how they end (`write`, `commit`,
+/// `rollback`) to `log`, next to what a test lock logs (`acquire <key>`,
+/// `release <key>`).
+pub struct Logged<T> {
+    pub inner: T,
+    pub log: Log,
+}
+
+#[async_trait]
+impl<T: Transactions> Transactions for Logged<T> {
+    async fn begin(&self, protection: Protection) -> Result<Box<dyn UnitOfWork>, Failure> {
+        Ok(Box::new(LoggedUnit {
+            inner: self.inner.begin(protection).await?,
+            log: self.log.clone(),
+        }))
+    }
+}
+
+struct LoggedUnit {
+    inner: Box<dyn UnitOfWork>,
+    log: Log,
+}
+
+impl LoggedUnit {
+    fn note(&self, what: &str) {
+        self.log.lock().unwrap().push(what.to_owned());
+    }
+}
+
+#[async_trait]
+impl UnitOfWork for LoggedUnit {
+    fn seats(&mut self) -> &mut dyn SeatRepository {
+        self.inner.seats()
+    }
+    fn reservations(&mut self) -> &mut dyn ReservationRepository {
+        self.inner.reservations()
+    }
+    fn wallets(&mut self) -> &mut dyn WalletRepository {
+        self.inner.wallets()
+    }
+    fn payments(&mut self) -> &mut dyn PaymentRepository {
+        self.inner.payments()
+    }
+    fn idempotency(&mut self) -> &mut dyn IdempotencyRepository {
+        self.inner.idempotency()
+    }
+    fn outbox(&mut self) -> &mut dyn Outbox {
+        self.inner.outbox()
+    }
+    async fn write(&mut self) -> Result<(), Failure> {
+        self.note("write");
+        self.inner.write().await
+    }
+    async fn commit(self: Box<Self>) -> Result<(), Failure> {
+        self.note("commit");
+        self.inner.commit().await
+    }
+    async fn rollback(self: Box<Self>) {
+        self.note("rollback");
+        self.inner.rollback().await
+    }
+}
+
+/// The services over a fresh in-memory store whose units log how they end
+/// to `log`, every operation under `control`.
+pub fn logged_services(control: Control, log: Log) -> (Services, MemoryStore) {
+    let store = MemoryStore::new();
+    let clock = TestClock::new();
+    let ports = Ports {
+        transactions: Arc::new(Logged {
+            inner: store.clone(),
+            log,
+        }),
+        ..store.ports(Arc::new(clock))
+    };
+    let services = Services::new(ports, controls(control), Policy::default());
+    (services, store)
 }
