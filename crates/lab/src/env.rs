@@ -204,6 +204,7 @@ impl LabEnv {
     pub fn lock_stats(&self, strategy: StrategyName) -> Option<LockStats> {
         match strategy.as_str() {
             "local" => Some(self.local.stats()),
+            "redis-redlock" => self.adapters.redlock.as_ref().map(RedLock::stats),
             _ if strategy.seats_only() => None,
             _ if strategy.needs_redis() => Some(self.redis.stats()),
             _ => None,
