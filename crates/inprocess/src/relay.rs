@@ -612,9 +612,13 @@ mod tests {
                 let (relay, key) = (relay.clone(), key.clone());
                 tokio::spawn(async move { relay.acquire(&key, options(5_000)).await.unwrap() })
             };
-            while !first.waited_for_here() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while !first.waited_for_here() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await
+            .expect("the next request queues behind the first");
             let ending = first.pass_on().await.expect("passed on");
             let next = next.await.unwrap();
             assert_eq!(next.fence().token(), first.fence().token());

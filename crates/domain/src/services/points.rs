@@ -258,8 +258,10 @@ mod tests {
     use crate::control::RetryPolicy;
     use crate::events::EventType;
     use crate::lock::{LockOptions, MockDistributedLock};
+    use crate::memory::MemoryStore;
     use crate::model::wallet::{MAX_BALANCE, PointKind};
     use crate::services::Policy;
+    use crate::services::Services;
     use crate::services::testing::{Log, logged_services, services};
 
     fn user() -> UserId {
@@ -411,6 +413,18 @@ mod tests {
         }
     }
 
+    /// The services under a mock lock whose acquisitions answer
+    /// `waited_for_here`, locks and units of work logging to one log; the
+    /// user's balance set to `balance`.
+    fn under_logged_lock(waited_for_here: bool, balance: u64) -> (Services, MemoryStore, Log) {
+        let log = Log::default();
+        let lock = MockDistributedLock::granting_contended(1, log.clone(), waited_for_here);
+        let control = Control::locked("local", Arc::new(lock), LockOptions::default());
+        let (svc, store) = logged_services(control, log.clone());
+        store.set_balance(user(), balance);
+        (svc, store, log)
+    }
+
     /// Under a lock another request of this process waits for, a use's
     /// writes are applied, the lock is passed on to that request, the unit
     /// is committed, and only then is the lock service's lock released;
@@ -418,24 +432,27 @@ mod tests {
     /// releases after (one round trip fewer).
     #[tokio::test]
     async fn a_lock_waited_for_here_is_handed_over_between_the_writes_and_the_commit() {
-        for (waited_for_here, ends) in [
+        for (waited_for_here, expected) in [
             (
                 true,
-                ["write", "pass wallet:3", "commit", "release wallet:3"],
+                vec![
+                    "acquire wallet:3",
+                    "write",
+                    "pass wallet:3",
+                    "commit",
+                    "release wallet:3",
+                ],
             ),
-            (false, ["commit", "release wallet:3", "-", "-"]),
+            (
+                false,
+                vec!["acquire wallet:3", "commit", "release wallet:3"],
+            ),
         ] {
-            let log = Log::default();
-            let lock = MockDistributedLock::granting_contended(1, log.clone(), waited_for_here);
-            let control = Control::locked("local", Arc::new(lock), LockOptions::default());
-            let (svc, store) = logged_services(control, log.clone());
-            store.set_balance(user(), 1_000);
+            let (svc, store, log) = under_logged_lock(waited_for_here, 1_000);
             let b = svc.points.use_points(use_300()).await.unwrap();
             assert_eq!(b.balance, 700);
             assert_eq!(store.balance(user()), 700);
             assert_eq!(store.history_of(user()).len(), 1);
-            let mut expected = vec!["acquire wallet:3"];
-            expected.extend(ends.iter().filter(|e| **e != "-"));
             assert_eq!(*log.lock().unwrap(), expected, "{waited_for_here}");
         }
     }
@@ -445,11 +462,7 @@ mod tests {
     /// only its successful writes pass the lock on.
     #[tokio::test]
     async fn a_refused_write_keeps_the_lock_for_the_second_run() {
-        let log = Log::default();
-        let lock = MockDistributedLock::granting_contended(1, log.clone(), true);
-        let control = Control::locked("local", Arc::new(lock), LockOptions::default());
-        let (svc, store) = logged_services(control, log.clone());
-        store.set_balance(user(), 1_000);
+        let (svc, store, log) = under_logged_lock(true, 1_000);
         store.fail_next_commit(Failure::Conflict);
         let b = svc.points.use_points(use_300()).await.unwrap();
         assert_eq!(b.balance, 700);
@@ -472,11 +485,7 @@ mod tests {
     /// A use the rules refuse writes nothing and hands nothing over early.
     #[tokio::test]
     async fn a_refused_use_rolls_back_before_the_release() {
-        let log = Log::default();
-        let lock = MockDistributedLock::granting_contended(1, log.clone(), true);
-        let control = Control::locked("local", Arc::new(lock), LockOptions::default());
-        let (svc, store) = logged_services(control, log.clone());
-        store.set_balance(user(), 100);
+        let (svc, store, log) = under_logged_lock(true, 100);
         assert!(matches!(
             svc.points.use_points(use_300()).await,
             Err(UseError::InsufficientPoints {
