@@ -13,27 +13,17 @@
 //! - [`SeatMapCache`]: seat maps and bookable dates served from memory,
 //!   kept current by invalidation (own commits, events, age).
 //!
-//! And the building blocks every lock adapter of the workspace shares
-//! (the Redis locks build on them too, so the lease rules exist once):
-//!
-//! - [`lease`]: the keep-alive of a held lock (watchdog, lost-lease flag,
-//!   release on drop, maximum hold time), owner tokens;
-//! - [`waiters`]: the registry of waiting acquisitions (wake one per
-//!   release, hand-over to a given waiter, resync);
-//! - [`stats`]: the counters the lab reads.
+//! The lease, waiter and counter machinery the locks share with the Redis
+//! locks lives in `concert-locking`.
 
 mod clock;
-pub mod lease;
 mod local;
 mod relay;
 mod room;
 mod seatmap;
-pub mod stats;
-pub mod waiters;
 
 pub use clock::SystemClock;
 pub use local::{LocalHeld, LocalLock};
 pub use relay::{MAX_STREAK, MAX_STREAK_AGE, Relay};
 pub use room::LocalWaitingRoom;
 pub use seatmap::{SeatMapCache, SeatMapStats};
-pub use stats::LockStats;

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use concert_domain::{DistributedLock, Failure, Fence, HeldLock, LockKey, LockOptions};
 use tokio::time::Instant;
 
-use crate::lease::{KeepAlive, Lease, LeaseOps, later, owner_token};
-use crate::stats::{LockCounters, LockStats};
-use crate::waiters::Waiters;
+use concert_locking::lease::{KeepAlive, Lease, LeaseOps, later, owner_token};
+use concert_locking::stats::{LockCounters, LockStats};
+use concert_locking::waiters::Waiters;
 
 /// An in-process lock per key, with leases, watchdog, fencing tokens,
 /// wake-one FIFO waiting and the counters of the Redis locks. Exclusive for

@@ -52,7 +52,7 @@ use concert_domain::{DistributedLock, Failure, Fence, HeldLock, LockKey, LockOpt
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-use crate::lease::later;
+use concert_locking::lease::later;
 
 /// Hand-overs in one streak before the shared lock goes back to the lock
 /// service.

@@ -12,7 +12,8 @@ use concert_app::{Adapters, Infrastructure, Overrides, QueueAdapter, Settings, S
 use concert_domain::{
     ApplierOptions, Controls, LockOptions, Observer, Operation, SeatRequestApplier, Services,
 };
-use concert_inprocess::{LocalLock, LockStats};
+use concert_inprocess::LocalLock;
+use concert_locking::LockStats;
 use concert_mysql::{DatabaseUrl, Db};
 use concert_redis::{Consumers, QueueSettings, RedLock, RedisLockSettings, RedisLocks, RedisQueue};
 use concert_testkit::Sql;

@@ -13,7 +13,7 @@ use concert_domain::{
     ChargeError, ChargePoints, Failure, IdempotencyKey, Operation, PointKind, Points, ReserveError,
     ReserveSeat, ReserveSeats, ScheduleId, SeatNumber, UseError, UsePoints, UserId,
 };
-use concert_inprocess::LockStats;
+use concert_locking::LockStats;
 
 use crate::config::{BATCH_SEATS, LabConfig, Scenario};
 use crate::env::LabEnv;

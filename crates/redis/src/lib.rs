@@ -17,7 +17,7 @@
 //! when it cannot; a guard dropped without release is released in the
 //! background, while a leaked guard (`std::mem::forget`) behaves like a
 //! crashed holder. The lease machinery is the one of
-//! [`concert_inprocess::lease`], shared with the in-process lock. See
+//! [`concert_locking::lease`], shared with the in-process lock. See
 //! `docs/locking.md`.
 //!
 //! Modules by job: `keys` (key layout), `scripts` (the Lua
@@ -48,7 +48,7 @@ mod subscriber;
 mod tests;
 
 pub use backoff::SpinBackoff;
-pub use concert_inprocess::LockStats;
+pub use concert_locking::LockStats;
 pub use lock::{RedisHeld, RedisLock};
 pub use locks::RedisLocks;
 pub use queue::{Consumers, QueueSettings, RedisQueue};

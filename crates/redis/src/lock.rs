@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::anyhow;
 use async_trait::async_trait;
 use concert_domain::{DistributedLock, Failure, Fence, HeldLock, LockKey, LockOptions};
-use concert_inprocess::lease::{KeepAlive, Lease, later, owner_token};
-use concert_inprocess::stats::LockStats;
-use concert_inprocess::waiters::Wake;
+use concert_locking::lease::{KeepAlive, Lease, later, owner_token};
+use concert_locking::stats::LockStats;
+use concert_locking::waiters::Wake;
 use tokio::time::Instant;
 
 use crate::keys::Keys;

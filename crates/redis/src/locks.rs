@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use concert_domain::{Failure, LockKey};
-use concert_inprocess::lease::LeaseOps;
-use concert_inprocess::stats::{LockCounters, LockStats};
-use concert_inprocess::waiters::Waiters;
+use concert_locking::lease::LeaseOps;
+use concert_locking::stats::{LockCounters, LockStats};
+use concert_locking::waiters::Waiters;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -258,7 +258,7 @@ impl Core {
             keys: keys.clone(),
             owner: owner.to_owned(),
             tombstone: Some(horizon),
-            until: concert_inprocess::lease::later(Instant::now(), horizon),
+            until: concert_locking::lease::later(Instant::now(), horizon),
         });
     }
 }
@@ -279,7 +279,7 @@ impl LeaseOps for Inner {
             keys: core.prefix.keys(&key),
             owner,
             tombstone: None,
-            until: concert_inprocess::lease::later(Instant::now(), core.settings.cleanup_horizon),
+            until: concert_locking::lease::later(Instant::now(), core.settings.cleanup_horizon),
         });
     }
 

@@ -45,8 +45,8 @@ use std::time::Duration;
 use anyhow::anyhow;
 use async_trait::async_trait;
 use concert_domain::{DistributedLock, Failure, Fence, HeldLock, LockKey, LockOptions};
-use concert_inprocess::lease::{KeepAlive, Lease, LeaseOps, later, owner_token};
-use concert_inprocess::stats::{LockCounters, LockStats};
+use concert_locking::lease::{KeepAlive, Lease, LeaseOps, later, owner_token};
+use concert_locking::stats::{LockCounters, LockStats};
 use deadpool_redis::redis::Script;
 use tokio::time::Instant;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use concert_domain::Failure;
-use concert_inprocess::waiters::Waiters;
+use concert_locking::waiters::Waiters;
 use deadpool_redis::redis::aio::{PubSubSink, PubSubStream};
 use deadpool_redis::redis::{self, Client, Value};
 use futures_core::Stream;

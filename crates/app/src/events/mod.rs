@@ -286,7 +286,7 @@ impl EventsRuntime {
             return Ok(runtime);
         }
         let streams = streams(settings)?;
-        let instance = concert_inprocess::lease::owner_token()[..12].to_owned();
+        let instance = concert_locking::lease::owner_token()[..12].to_owned();
         if events.relay {
             let locks = match &infra.redis {
                 Some(locks) => locks.clone(),

@@ -6,7 +6,7 @@
 //! it takes, a tenure:
 //!
 //! 1. renews the lease every third of it (the shared lease keep-alive of
-//!    `concert_inprocess::lease`, which flags the [`Fence`] lost when a
+//!    `concert_locking::lease`, which flags the [`Fence`] lost when a
 //!    renewal finds the lease gone or cannot renew before it runs out);
 //! 2. claims the entries earlier holders read but never acknowledged
 //!    (`XAUTOCLAIM … 0 … JUSTID`: the lease says they are gone or fenced
@@ -29,8 +29,8 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use concert_domain::{Applied, Appliers, Delivery, Failure, Fence, LockKey};
-use concert_inprocess::lease::{KeepAlive, Lease, LeaseOps, owner_token};
-use concert_inprocess::stats::LockCounters;
+use concert_locking::lease::{KeepAlive, Lease, LeaseOps, owner_token};
+use concert_locking::stats::LockCounters;
 use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, AsyncConnectionConfig, Value};
 use tokio::task::JoinHandle;

@@ -21,7 +21,7 @@
 //! instant taken *before* the acquisition request was sent, so the holder's
 //! view of the lease's end is never later than the lock service's.
 //!
-//! The in-process lock ([`crate::LocalLock`]) and the Redis locks
+//! The in-process lock (`concert-inprocess`) and the Redis locks
 //! (`concert-redis`) both build on this module.
 
 use std::sync::Arc;

@@ -1,0 +1,16 @@
+//! The lock machinery every lock adapter of the workspace shares, so that
+//! the lease rules exist once (the in-process lock and the Redis locks, the
+//! queue's partition leases, build on it). Not an adapter: it implements
+//! no port, it depends on the domain only, and adapters may depend on it.
+//!
+//! - [`lease`]: the keep-alive of a held lock (watchdog, lost-lease flag,
+//!   release on drop, maximum hold time), owner tokens;
+//! - [`waiters`]: the registry of waiting acquisitions (wake one per
+//!   release, hand-over to a given waiter, resync);
+//! - [`stats`]: the counters the lab reads.
+
+pub mod lease;
+pub mod stats;
+pub mod waiters;
+
+pub use stats::{LockCounters, LockStats};
