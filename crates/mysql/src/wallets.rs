@@ -11,7 +11,7 @@ use diesel::sql_types::{BigInt, Datetime, Unsigned, Varchar};
 use diesel_async::RunQueryDsl;
 use std::fmt::Write as _;
 
-use crate::error::corrupt;
+use crate::error::{CONFLICT_SIGNAL, LOCK_LOST_SIGNAL, corrupt};
 use crate::outbox::push_literal;
 use crate::prepared::reuse;
 use crate::rows::{WalletRow, balance_to_db, to_db};
@@ -344,11 +344,6 @@ pub(crate) struct DeferredWallet {
     /// can have changed it since, and the write needs no check.
     pub locked: bool,
 }
-
-/// The message of the signal that refuses a stale version.
-pub(crate) const CONFLICT_SIGNAL: &str = "concert-conflict";
-/// The message of the signal that refuses a stale fencing token.
-pub(crate) const LOCK_LOST_SIGNAL: &str = "concert-lock-lost";
 
 impl DeferredWallet {
     /// `BEGIN NOT ATOMIC UPDATE ...; IF ROW_COUNT() <> 1 THEN SIGNAL ...
