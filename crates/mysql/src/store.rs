@@ -9,8 +9,8 @@ use concert_domain::{
     WalletRepository,
 };
 
+use crate::commit::outbox_statement;
 use crate::memo::WalletMemo;
-use crate::outbox::insert_statement;
 use crate::pool::{Db, Session};
 use crate::rows::NewOutboxRow;
 use crate::wallets::{DeferredWallet, history_statement};
@@ -111,7 +111,7 @@ impl MysqlUnit {
         let statements: Vec<String> = [
             self.wallet.as_ref().map(DeferredWallet::statement),
             history_statement(&self.history),
-            insert_statement(&self.events),
+            outbox_statement(&self.events),
         ]
         .into_iter()
         .flatten()

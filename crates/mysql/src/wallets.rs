@@ -11,8 +11,8 @@ use diesel::sql_types::{BigInt, Datetime, Unsigned, Varchar};
 use diesel_async::RunQueryDsl;
 use std::fmt::Write as _;
 
+use crate::commit::push_literal;
 use crate::error::{CONFLICT_SIGNAL, LOCK_LOST_SIGNAL, corrupt};
-use crate::outbox::push_literal;
 use crate::prepared::reuse;
 use crate::rows::{WalletRow, balance_to_db, to_db};
 use crate::schema::wallets;
@@ -225,7 +225,7 @@ impl WalletRepository for MysqlUnit {
 
 /// The one `INSERT` of the history lines a unit appended, or `None` for
 /// none. It goes over the text protocol with the unit's `COMMIT` (see
-/// [`crate::outbox`]): every value is a number, a kind name or a time, all
+/// [`crate::commit`]): every value is a number, a kind name or a time, all
 /// written as plain literals.
 pub(crate) fn history_statement(entries: &[NewHistoryEntry]) -> Option<String> {
     if entries.is_empty() {
