@@ -9,6 +9,7 @@
 
 use std::fmt::Write as _;
 
+use chrono::NaiveDateTime;
 use concert_domain::{NewHistoryEntry, Wallet};
 
 use crate::error::{CONFLICT_SIGNAL, LOCK_LOST_SIGNAL};
@@ -101,71 +102,69 @@ impl DeferredWallet {
 /// none: every value is a number, a kind name or a time, all written as
 /// plain literals.
 fn history_statement(entries: &[NewHistoryEntry]) -> Option<String> {
-    if entries.is_empty() {
-        return None;
-    }
-    let mut sql = String::with_capacity(96 + entries.len() * 80);
-    sql.push_str(
-        "INSERT INTO point_history (user_id, kind, amount, balance_after, created_at) VALUES ",
-    );
-    for (i, entry) in entries.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        let _ = write!(sql, "({}, ", entry.user.get());
-        push_literal(&mut sql, entry.change.kind().as_str());
+    let head =
+        "INSERT INTO point_history (user_id, kind, amount, balance_after, created_at) VALUES ";
+    insert(head, entries, 80, |sql, entry| {
+        let _ = write!(sql, "{}, ", entry.user.get());
+        push_literal(sql, entry.change.kind().as_str());
         let _ = write!(
             sql,
             ", {}, {}, ",
             entry.change.amount().get(),
             entry.balance_after
         );
-        push_literal(
-            &mut sql,
-            &to_db(entry.at).format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
-        );
-        sql.push(')');
-    }
-    Some(sql)
+        push_time(sql, to_db(entry.at));
+    })
 }
 
 /// The one `INSERT` of the outbox `rows`, or `None` for no row.
 fn outbox_statement(rows: &[NewOutboxRow]) -> Option<String> {
-    if rows.is_empty() {
-        return None;
-    }
-    let mut sql = String::with_capacity(128 + rows.len() * 512);
-    sql.push_str(
-        "INSERT INTO outbox (event_id, stream, event_type, aggregate, payload, created_at) VALUES ",
-    );
-    for (i, row) in rows.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for (j, value) in [
+    let head =
+        "INSERT INTO outbox (event_id, stream, event_type, aggregate, payload, created_at) VALUES ";
+    insert(head, rows, 512, |sql, row| {
+        for value in [
             row.event_id.as_str(),
             row.stream,
             row.event_type,
             row.aggregate.as_str(),
             row.payload.as_str(),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            if j > 0 {
-                sql.push_str(", ");
-            }
-            push_literal(&mut sql, value);
+        ] {
+            push_literal(sql, value);
+            sql.push_str(", ");
         }
-        sql.push_str(", ");
-        push_literal(
-            &mut sql,
-            &row.created_at.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
-        );
+        push_time(sql, row.created_at);
+    })
+}
+
+/// One multi-row `INSERT`: `head` (up to `VALUES `), then every row's
+/// values, as `values` appends them, in parentheses and separated by
+/// commas; `None` for no row. `row_size` is a guess of a row's length.
+fn insert<T>(
+    head: &str,
+    rows: &[T],
+    row_size: usize,
+    mut values: impl FnMut(&mut String, &T),
+) -> Option<String> {
+    if rows.is_empty() {
+        return None;
+    }
+    let mut sql = String::with_capacity(head.len() + rows.len() * row_size);
+    sql.push_str(head);
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        values(&mut sql, row);
         sql.push(')');
     }
     Some(sql)
+}
+
+/// Appends a time as a literal to the microsecond
+/// (`'YYYY-MM-DD HH:MM:SS.ffffff'`).
+fn push_time(sql: &mut String, at: NaiveDateTime) {
+    push_literal(sql, &at.format("%Y-%m-%d %H:%M:%S%.6f").to_string());
 }
 
 /// Appends `value` as an SQL string literal: quoted as is when every byte
@@ -191,7 +190,7 @@ fn push_literal(sql: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, NaiveDateTime, Utc};
+    use chrono::{DateTime, Utc};
     use concert_domain::{PointChange, Points, UserId};
 
     fn literal(value: &str) -> String {
