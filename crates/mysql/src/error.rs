@@ -10,6 +10,13 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 /// The pool error type of our deadpool pool.
 pub(crate) type PoolError = diesel_async::pooled_connection::deadpool::PoolError;
 
+/// The message of the signal a compound statement raises to refuse a stale
+/// version: [`Class::Conflict`].
+pub(crate) const CONFLICT_SIGNAL: &str = "concert-conflict";
+/// The message of the signal a compound statement raises to refuse a stale
+/// fencing token: [`Class::LockLost`].
+pub(crate) const LOCK_LOST_SIGNAL: &str = "concert-lock-lost";
+
 /// What a storage error means to the caller and to the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Class {
@@ -73,7 +80,7 @@ fn classify_message(message: &str) -> Class {
     const CONFLICT_FRAGMENTS: [&str; 3] = [
         "Deadlock found",
         "Lock wait timeout exceeded",
-        crate::wallets::CONFLICT_SIGNAL,
+        CONFLICT_SIGNAL,
     ];
 
     if GONE_PREFIXES.iter().any(|p| message.starts_with(p))
@@ -82,7 +89,7 @@ fn classify_message(message: &str) -> Class {
         Class::Gone
     } else if BUSY_FRAGMENTS.iter().any(|f| message.contains(f)) {
         Class::Busy
-    } else if message.contains(crate::wallets::LOCK_LOST_SIGNAL) {
+    } else if message.contains(LOCK_LOST_SIGNAL) {
         Class::LockLost
     } else if CONFLICT_FRAGMENTS.iter().any(|f| message.contains(f)) {
         Class::Conflict

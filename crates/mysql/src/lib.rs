@@ -25,6 +25,7 @@
 
 pub mod audit;
 mod catalogue;
+mod commit;
 mod error;
 pub mod gauges;
 mod idempotency;

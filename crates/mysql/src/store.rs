@@ -9,11 +9,10 @@ use concert_domain::{
     WalletRepository,
 };
 
+use crate::commit::{DeferredWallet, held_back};
 use crate::memo::WalletMemo;
-use crate::outbox::insert_statement;
 use crate::pool::{Db, Session};
 use crate::rows::NewOutboxRow;
-use crate::wallets::{DeferredWallet, history_statement};
 
 /// The domain's storage on MySQL/MariaDB: [`Transactions`] (units of work
 /// handing out every repository on one transaction), `Queries` and
@@ -108,15 +107,7 @@ impl MysqlUnit {
         if self.protection.fences().is_some_and(|f| f.any_lost()) {
             return Err(Failure::LockLost);
         }
-        let statements: Vec<String> = [
-            self.wallet.as_ref().map(DeferredWallet::statement),
-            history_statement(&self.history),
-            insert_statement(&self.events),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        Ok((!statements.is_empty()).then(|| statements.join("; ")))
+        Ok(held_back(self.wallet.as_ref(), &self.history, &self.events))
     }
 
     pub(crate) fn pessimistic(&self) -> bool {

@@ -9,10 +9,9 @@ use diesel::QueryableByName;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Datetime, Unsigned, Varchar};
 use diesel_async::RunQueryDsl;
-use std::fmt::Write as _;
 
+use crate::commit::DeferredWallet;
 use crate::error::corrupt;
-use crate::outbox::push_literal;
 use crate::prepared::reuse;
 use crate::rows::{WalletRow, balance_to_db, to_db};
 use crate::schema::wallets;
@@ -161,7 +160,7 @@ impl WalletRepository for MysqlUnit {
         Ok(())
     }
 
-    /// Kept in the unit for its commit to write (see [`history_statement`]):
+    /// Kept in the unit for its commit to write (see [`crate::commit`]):
     /// nothing in a unit reads the history it appends.
     async fn append(&mut self, entry: &NewHistoryEntry) -> Result<(), Failure> {
         self.history.push(*entry);
@@ -220,179 +219,5 @@ impl WalletRepository for MysqlUnit {
             .run("appending point history", reuse(query).get_result(c))
             .await?;
         Ok(Some(row.balance_after))
-    }
-}
-
-/// The one `INSERT` of the history lines a unit appended, or `None` for
-/// none. It goes over the text protocol with the unit's `COMMIT` (see
-/// [`crate::outbox`]): every value is a number, a kind name or a time, all
-/// written as plain literals.
-pub(crate) fn history_statement(entries: &[NewHistoryEntry]) -> Option<String> {
-    if entries.is_empty() {
-        return None;
-    }
-    let mut sql = String::with_capacity(96 + entries.len() * 80);
-    sql.push_str(
-        "INSERT INTO point_history (user_id, kind, amount, balance_after, created_at) VALUES ",
-    );
-    for (i, entry) in entries.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        let _ = write!(sql, "({}, ", entry.user.get());
-        push_literal(&mut sql, entry.change.kind().as_str());
-        let _ = write!(
-            sql,
-            ", {}, {}, ",
-            entry.change.amount().get(),
-            entry.balance_after
-        );
-        push_literal(
-            &mut sql,
-            &to_db(entry.at).format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
-        );
-        sql.push(')');
-    }
-    Some(sql)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use concert_domain::Points;
-
-    #[test]
-    fn a_deferred_wallet_is_one_checked_compound_statement() {
-        let wallet = Wallet {
-            user: UserId::from(5),
-            balance: 1_500,
-            version: 8,
-        };
-        let plain = DeferredWallet {
-            wallet,
-            token: None,
-            locked: false,
-        };
-        assert_eq!(
-            plain.statement(),
-            "BEGIN NOT ATOMIC UPDATE wallets SET balance = 1500, version = 8 \
-             WHERE user_id = 5 AND version = 7; IF ROW_COUNT() <> 1 THEN \
-             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'concert-conflict'; END IF; END"
-        );
-        let fenced = DeferredWallet {
-            wallet,
-            token: Some(42),
-            locked: false,
-        };
-        assert_eq!(
-            fenced.statement(),
-            "BEGIN NOT ATOMIC UPDATE wallets SET balance = 1500, version = 8, fence_token = 42 \
-             WHERE user_id = 5 AND version = 7 AND fence_token <= 42; IF ROW_COUNT() <> 1 THEN \
-             IF (SELECT fence_token FROM wallets WHERE user_id = 5) > 42 THEN \
-             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'concert-lock-lost'; END IF; \
-             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'concert-conflict'; END IF; END"
-        );
-        // the unit holds the row locked: nothing to check
-        let locked = DeferredWallet {
-            wallet,
-            token: None,
-            locked: true,
-        };
-        assert_eq!(
-            locked.statement(),
-            "UPDATE wallets SET balance = 1500, version = 8 WHERE user_id = 5"
-        );
-    }
-
-    #[test]
-    fn one_statement_for_every_history_line() {
-        assert_eq!(history_statement(&[]), None);
-        let at = DateTime::parse_from_rfc3339("2030-01-02T03:04:05.123456Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let line = |change, balance_after| NewHistoryEntry {
-            user: UserId::from(5),
-            change,
-            balance_after,
-            at,
-        };
-        let sql = history_statement(&[
-            line(PointChange::Charge(Points::new(700).unwrap()), 700),
-            line(PointChange::Use(Points::new(500).unwrap()), 200),
-        ])
-        .unwrap();
-        assert_eq!(
-            sql,
-            "INSERT INTO point_history (user_id, kind, amount, balance_after, created_at) \
-             VALUES (5, 'CHARGE', 700, 700, '2030-01-02 03:04:05.123456'), \
-             (5, 'USE', 500, 200, '2030-01-02 03:04:05.123456')"
-        );
-    }
-}
-
-/// A wallet saved with [`WalletRepository::save_at_commit`]: its `UPDATE`
-/// goes with the unit's `COMMIT`, in one compound statement that checks
-/// the version (and the fence) and signals a refusal, which stops the
-/// round trip before the `COMMIT` (the error is classified as a conflict,
-/// or as a lost lock, by [`crate::error`]).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DeferredWallet {
-    pub wallet: Wallet,
-    /// The unit's fencing token for the wallet's lock key, if fenced.
-    pub token: Option<u64>,
-    /// The unit read the row `FOR UPDATE` (and so holds its lock): nobody
-    /// can have changed it since, and the write needs no check.
-    pub locked: bool,
-}
-
-/// The message of the signal that refuses a stale version.
-pub(crate) const CONFLICT_SIGNAL: &str = "concert-conflict";
-/// The message of the signal that refuses a stale fencing token.
-pub(crate) const LOCK_LOST_SIGNAL: &str = "concert-lock-lost";
-
-impl DeferredWallet {
-    /// `BEGIN NOT ATOMIC UPDATE ...; IF ROW_COUNT() <> 1 THEN SIGNAL ...
-    /// END IF; END` (MariaDB's compound statement outside a stored
-    /// program); a plain `UPDATE` of a row the unit holds locked (its
-    /// version cannot have moved: the check would cost the server a
-    /// compound statement's parse for nothing). Every value is a number.
-    pub(crate) fn statement(&self) -> String {
-        let w = &self.wallet;
-        // checked when saved: the balance fits and the version is at least 1
-        let balance = i64::try_from(w.balance).unwrap_or(i64::MAX);
-        let read = w.version.saturating_sub(1);
-        let user = w.user.get();
-        if self.locked && self.token.is_none() {
-            return format!(
-                "UPDATE wallets SET balance = {balance}, version = {} WHERE user_id = {user}",
-                w.version
-            );
-        }
-        let mut sql = String::with_capacity(400);
-        let _ = write!(
-            sql,
-            "BEGIN NOT ATOMIC UPDATE wallets SET balance = {balance}, version = {}",
-            w.version
-        );
-        if let Some(token) = self.token {
-            let _ = write!(sql, ", fence_token = {token}");
-        }
-        let _ = write!(sql, " WHERE user_id = {user} AND version = {read}");
-        if let Some(token) = self.token {
-            let _ = write!(sql, " AND fence_token <= {token}");
-        }
-        sql.push_str("; IF ROW_COUNT() <> 1 THEN ");
-        if let Some(token) = self.token {
-            let _ = write!(
-                sql,
-                "IF (SELECT fence_token FROM wallets WHERE user_id = {user}) > {token} THEN \
-                 SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{LOCK_LOST_SIGNAL}'; END IF; "
-            );
-        }
-        let _ = write!(
-            sql,
-            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{CONFLICT_SIGNAL}'; END IF; END"
-        );
-        sql
     }
 }
