@@ -28,27 +28,9 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::error::{Failure, OperationError};
-use crate::lock::{DistributedLock, Fences, LockKey, LockOptions, with_locks};
+use crate::lock::{DistributedLock, LockKey, LockOptions, with_locks};
+pub use crate::protection::Protection;
 use crate::queue::SeatQueue;
-
-/// How a unit of work protects the rows it reads and then writes.
-#[derive(Debug, Clone)]
-pub enum Protection {
-    Optimistic,
-    Pessimistic,
-    Atomic,
-    Fenced(Fences),
-}
-
-impl Protection {
-    /// The fences to check, under [`Protection::Fenced`].
-    pub fn fences(&self) -> Option<&Fences> {
-        match self {
-            Protection::Fenced(fences) => Some(fences),
-            _ => None,
-        }
-    }
-}
 
 /// The write operations a control runs (labels for logs and metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -35,6 +35,7 @@ pub mod ids;
 pub mod lock;
 pub mod model;
 pub mod ports;
+pub mod protection;
 pub mod queue;
 pub mod relay;
 pub mod services;

@@ -16,7 +16,6 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::control::Protection;
 use crate::error::Failure;
 use crate::events::Event;
 use crate::ids::{
@@ -27,6 +26,7 @@ use crate::model::payment::{NewPayment, Payment, PaymentStatus};
 use crate::model::room::RoomView;
 use crate::model::seat::{NewReservation, Reservation, ReservationStatus, Seat};
 use crate::model::wallet::{HistoryEntry, NewHistoryEntry, PointChange, Wallet};
+use crate::protection::Protection;
 
 /// Opens units of work.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]

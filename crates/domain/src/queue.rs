@@ -23,8 +23,8 @@ use chrono::{DateTime, Utc};
 use crate::error::{Failure, ReserveError};
 use crate::ids::{InvalidValue, ScheduleId, SeatNumber, UserId};
 use crate::lock::Fence;
+use crate::model::commands::{ReserveSeat, ReserveSeats};
 use crate::model::seat::Reservation;
-use crate::services::{ReserveSeat, ReserveSeats};
 
 /// Identifies one queued request: 32 lower-case hex digits (128 random
 /// bits), so that ids cannot be guessed or enumerated.

@@ -20,11 +20,14 @@ use crate::error::Failure;
 use crate::model::room::RoomRules;
 use crate::ports::{CatalogueRepository, Queries, Transactions, UnitOfWork, WaitingRoom};
 
+pub use crate::model::commands::{
+    ChargePoints, PayReservation, ReserveSeat, ReserveSeats, UsePoints,
+};
 pub use catalogue::CatalogueService;
-pub use payment::{PayReservation, PaymentService};
-pub use points::{ChargePoints, PointService, UsePoints};
+pub use payment::PaymentService;
+pub use points::PointService;
 pub use queued::{ApplierOptions, SeatRequestApplier};
-pub use reservation::{RequestView, Requested, ReservationService, ReserveSeat, ReserveSeats};
+pub use reservation::{RequestView, Requested, ReservationService};
 pub use waiting_room::WaitingRoomService;
 
 /// The outbound ports every use case draws from.

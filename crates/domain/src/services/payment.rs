@@ -3,22 +3,15 @@
 use crate::control::{Control, Operation, Protection};
 use crate::error::{Failure, PayError, QueryError, RefundError};
 use crate::events::Event;
-use crate::ids::{IdempotencyKey, PaymentId, ReservationId, UserId};
+use crate::ids::{PaymentId, UserId};
 use crate::lock::LockKey;
+use crate::model::commands::PayReservation;
 use crate::model::payment::{NewPayment, Payment, PaymentStatus};
 use crate::model::seat::{Reservation, ReservationStatus, SeatState};
 use crate::model::wallet::{PointChange, PointRule};
 use crate::ports::{Claim, KeyScope, Stored, UnitOfWork};
 use crate::services::points::change_balance;
 use crate::services::{Policy, Ports, WaitingRoomService, chrono_duration, finish};
-
-/// The command: `user` pays `reservation` with points.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PayReservation {
-    pub user: UserId,
-    pub reservation: ReservationId,
-    pub idempotency: Option<IdempotencyKey>,
-}
 
 #[derive(Clone)]
 pub struct PaymentService {
@@ -300,6 +293,8 @@ async fn payable(
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use crate::ids::IdempotencyKey;
 
     use chrono::Duration;
 

@@ -6,28 +6,14 @@ use chrono::{DateTime, Utc};
 use crate::control::{Control, Operation, Protection};
 use crate::error::{ChargeError, Failure, QueryError, UseError};
 use crate::events::Event;
-use crate::ids::{IdempotencyKey, UserId};
+use crate::ids::UserId;
 use crate::lock::LockKey;
+use crate::model::commands::{ChargePoints, UsePoints};
 use crate::model::wallet::{
-    HistoryEntry, NewHistoryEntry, PointBalance, PointChange, PointRule, Points, Wallet,
+    HistoryEntry, NewHistoryEntry, PointBalance, PointChange, PointRule, Wallet,
 };
 use crate::ports::{Claim, KeyScope, Stored, UnitOfWork};
 use crate::services::{Ports, finish};
-
-/// The command: add `amount` to the user's balance.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChargePoints {
-    pub user: UserId,
-    pub amount: Points,
-    pub idempotency: Option<IdempotencyKey>,
-}
-
-/// The command: take `amount` from the user's balance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UsePoints {
-    pub user: UserId,
-    pub amount: Points,
-}
 
 #[derive(Clone)]
 pub struct PointService {
@@ -257,8 +243,10 @@ mod tests {
     use super::*;
     use crate::control::RetryPolicy;
     use crate::events::EventType;
+    use crate::ids::IdempotencyKey;
     use crate::lock::{LockOptions, MockDistributedLock};
     use crate::memory::MemoryStore;
+    use crate::model::wallet::Points;
     use crate::model::wallet::{MAX_BALANCE, PointKind};
     use crate::services::Policy;
     use crate::services::Services;

@@ -9,60 +9,13 @@ use chrono::{DateTime, Utc};
 use crate::control::{Control, Operation, Protection};
 use crate::error::{CancelError, Failure, QueryError, ReserveError};
 use crate::events::Event;
-use crate::ids::{InvalidValue, ReservationId, ScheduleId, SeatNumber, UserId};
+use crate::ids::{ReservationId, ScheduleId, SeatNumber, UserId};
 use crate::lock::LockKey;
+use crate::model::commands::{ReserveSeat, ReserveSeats};
 use crate::model::seat::{NewReservation, Reservation, ReservationStatus, Seat, SeatState};
 use crate::ports::UnitOfWork;
 use crate::queue::{QueuedRequest, RequestId, SeatOutcome, SeatRequest, Submitted};
 use crate::services::{Policy, Ports, WaitingRoomService, chrono_duration, finish};
-
-/// The command: `user` wants `seat` of `schedule`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReserveSeat {
-    pub user: UserId,
-    pub schedule: ScheduleId,
-    pub seat: SeatNumber,
-}
-
-/// The command: `user` wants all of `seats` of `schedule`, or none.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReserveSeats {
-    pub user: UserId,
-    pub schedule: ScheduleId,
-    seats: Vec<SeatNumber>,
-}
-
-impl ReserveSeats {
-    /// 1 to `max` distinct seats, kept in ascending order.
-    pub fn new(
-        user: UserId,
-        schedule: ScheduleId,
-        mut seats: Vec<SeatNumber>,
-        max: usize,
-    ) -> Result<Self, InvalidValue> {
-        let asked = seats.len();
-        seats.sort();
-        seats.dedup();
-        if asked == 0 || asked > max {
-            return Err(InvalidValue::new(
-                "seatNumbers",
-                format!("must list 1 to {max} seats"),
-            ));
-        }
-        if seats.len() != asked {
-            return Err(InvalidValue::new("seatNumbers", "must not repeat a seat"));
-        }
-        Ok(Self {
-            user,
-            schedule,
-            seats,
-        })
-    }
-
-    pub fn seats(&self) -> &[SeatNumber] {
-        &self.seats
-    }
-}
 
 /// What a seat request came to: answered, or (under the queue strategy,
 /// when the outcome was not ready within the reply budget) still queued.
