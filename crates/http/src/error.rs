@@ -26,199 +26,239 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// `lock-timeout`.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 
-/// Every problem `code` the API answers, with its one HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Code {
-    Validation,
-    Unauthorized,
-    Forbidden,
-    NotAdmitted,
-    NotFound,
-    MethodNotAllowed,
-    RequestTimeout,
-    SeatUnavailable,
-    ConcurrentUpdate,
-    InsufficientPoints,
-    AlreadyPaid,
-    LockTimeout,
-    HoldLimit,
-    RefundClosed,
-    ReservationExpired,
-    PayloadTooLarge,
-    BalanceLimit,
-    IdempotencyKeyReused,
-    Internal,
-    Unavailable,
+/// What the API says about one problem code: a row of [`CODES`].
+#[derive(Debug)]
+struct CodeInfo {
+    code: Code,
+    /// The stable machine code written in the problem's `code`.
+    name: &'static str,
+    /// The one status this code answers with.
+    status: StatusCode,
+    /// A short, human-readable summary of the problem type.
+    title: &'static str,
+    /// When the API answers this code (for the OpenAPI document).
+    meaning: &'static str,
+    /// The detail of a realistic problem of this code (for the OpenAPI
+    /// examples).
+    example: &'static str,
+}
+
+/// Declares [`Code`], [`Code::ALL`] and [`CODES`] from one list of rows,
+/// so that a code cannot be added to one and missed in another.
+macro_rules! problem_codes {
+    ($(
+        $code:ident {
+            name: $name:literal,
+            status: $status:ident,
+            title: $title:literal,
+            meaning: $meaning:literal,
+            example: $example:literal $(,)?
+        }
+    )*) => {
+        /// Every problem `code` the API answers, with its one HTTP status.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $($code,)*
+        }
+
+        impl Code {
+            /// Every code, in the order of [`CODES`].
+            pub const ALL: [Code; CODES.len()] = [$(Code::$code,)*];
+        }
+
+        /// The codes, a row each, in the order of [`Code`]'s variants.
+        const CODES: &[CodeInfo] = &[$(
+            CodeInfo {
+                code: Code::$code,
+                name: $name,
+                status: StatusCode::$status,
+                title: $title,
+                meaning: $meaning,
+                example: $example,
+            },
+        )*];
+    };
+}
+
+problem_codes! {
+    Validation {
+        name: "validation",
+        status: BAD_REQUEST,
+        title: "Invalid request",
+        meaning: "malformed JSON, a missing field, a wrong type, a value out of range, a bad \
+                  path id, query value or header",
+        example: "seatNumber: must be between 1 and 50",
+    }
+    Unauthorized {
+        name: "unauthorized",
+        status: UNAUTHORIZED,
+        title: "Unauthorized",
+        meaning: "no bearer token, or one that is invalid or expired",
+        example: "the token has expired",
+    }
+    Forbidden {
+        name: "forbidden",
+        status: FORBIDDEN,
+        title: "Forbidden",
+        meaning: "the token lacks the admin role",
+        example: "this operation needs a token with the admin role",
+    }
+    NotAdmitted {
+        name: "not-admitted",
+        status: FORBIDDEN,
+        title: "Not admitted",
+        meaning: "the waiting room is on and the caller is not admitted",
+        example: "you are not admitted to this concert's waiting room",
+    }
+    NotFound {
+        name: "not-found",
+        status: NOT_FOUND,
+        title: "Not found",
+        meaning: "unknown, or not the caller's",
+        example: "reservation not found",
+    }
+    MethodNotAllowed {
+        name: "method-not-allowed",
+        status: METHOD_NOT_ALLOWED,
+        title: "Method not allowed",
+        meaning: "the path does not support this method (see Allow)",
+        example: "PUT is not supported here; allowed: GET, DELETE",
+    }
+    RequestTimeout {
+        name: "request-timeout",
+        status: REQUEST_TIMEOUT,
+        title: "Request timeout",
+        meaning: "the request body did not arrive in time",
+        example: "the request body did not arrive within 10 seconds",
+    }
+    SeatUnavailable {
+        name: "seat-unavailable",
+        status: CONFLICT,
+        title: "Seat unavailable",
+        meaning: "a seat is held by someone else (or by the caller) or sold; \
+                  unavailableSeats lists them",
+        example: "seat 7 is already held or sold",
+    }
+    ConcurrentUpdate {
+        name: "concurrent-update",
+        status: CONFLICT,
+        title: "Concurrent update",
+        meaning: "a concurrent change won; retrying may succeed",
+        example: "the data changed concurrently; retry",
+    }
+    InsufficientPoints {
+        name: "insufficient-points",
+        status: CONFLICT,
+        title: "Insufficient points",
+        meaning: "the balance does not cover the payment",
+        example: "the balance 300 does not cover 500",
+    }
+    AlreadyPaid {
+        name: "already-paid",
+        status: CONFLICT,
+        title: "Already paid",
+        meaning: "the reservation is already confirmed (or no longer payable)",
+        example: "the reservation is already paid",
+    }
+    LockTimeout {
+        name: "lock-timeout",
+        status: CONFLICT,
+        title: "Lock timeout",
+        meaning: "another request holds the lock; retry after Retry-After",
+        example: "another request holds the lock on this resource; retry later",
+    }
+    HoldLimit {
+        name: "hold-limit",
+        status: CONFLICT,
+        title: "Hold limit",
+        meaning: "the caller already holds the maximum of live holds",
+        example: "at most 4 live holds per user and schedule",
+    }
+    RefundClosed {
+        name: "refund-closed",
+        status: CONFLICT,
+        title: "Refund closed",
+        meaning: "the show starts too soon to refund",
+        example: "refunds close 24 hours before the show",
+    }
+    ReservationExpired {
+        name: "reservation-expired",
+        status: GONE,
+        title: "Reservation expired",
+        meaning: "the hold has expired",
+        example: "the hold expired before payment",
+    }
+    PayloadTooLarge {
+        name: "payload-too-large",
+        status: PAYLOAD_TOO_LARGE,
+        title: "Payload too large",
+        meaning: "the body is larger than the limit",
+        example: "the body is larger than 16384 bytes",
+    }
+    BalanceLimit {
+        name: "balance-limit",
+        status: UNPROCESSABLE_ENTITY,
+        title: "Balance limit",
+        meaning: "the charge would exceed the maximum balance",
+        example: "balance 9950000 + 100000 would exceed the maximum balance 10000000",
+    }
+    IdempotencyKeyReused {
+        name: "idempotency-key-reused",
+        status: UNPROCESSABLE_ENTITY,
+        title: "Idempotency key reused",
+        meaning: "the Idempotency-Key was used before with a different request",
+        example: "the Idempotency-Key was used for a different request; use a new key",
+    }
+    Internal {
+        name: "internal",
+        status: INTERNAL_SERVER_ERROR,
+        title: "Internal error",
+        meaning: "a bug; it has been logged",
+        example: "an unexpected error occurred; it has been logged",
+    }
+    Unavailable {
+        name: "unavailable",
+        status: SERVICE_UNAVAILABLE,
+        title: "Service unavailable",
+        meaning: "storage or the lock service is unreachable; retry later",
+        example: "a dependency is unavailable; retry later",
+    }
 }
 
 impl Code {
-    pub const ALL: [Code; 20] = [
-        Code::Validation,
-        Code::Unauthorized,
-        Code::Forbidden,
-        Code::NotAdmitted,
-        Code::NotFound,
-        Code::MethodNotAllowed,
-        Code::RequestTimeout,
-        Code::SeatUnavailable,
-        Code::ConcurrentUpdate,
-        Code::InsufficientPoints,
-        Code::AlreadyPaid,
-        Code::LockTimeout,
-        Code::HoldLimit,
-        Code::RefundClosed,
-        Code::ReservationExpired,
-        Code::PayloadTooLarge,
-        Code::BalanceLimit,
-        Code::IdempotencyKeyReused,
-        Code::Internal,
-        Code::Unavailable,
-    ];
+    /// This code's row of [`CODES`].
+    const fn info(self) -> &'static CodeInfo {
+        &CODES[self as usize]
+    }
 
     /// The stable machine code written in the problem's `code`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Code::Validation => "validation",
-            Code::Unauthorized => "unauthorized",
-            Code::Forbidden => "forbidden",
-            Code::NotAdmitted => "not-admitted",
-            Code::NotFound => "not-found",
-            Code::MethodNotAllowed => "method-not-allowed",
-            Code::RequestTimeout => "request-timeout",
-            Code::SeatUnavailable => "seat-unavailable",
-            Code::ConcurrentUpdate => "concurrent-update",
-            Code::InsufficientPoints => "insufficient-points",
-            Code::AlreadyPaid => "already-paid",
-            Code::LockTimeout => "lock-timeout",
-            Code::HoldLimit => "hold-limit",
-            Code::RefundClosed => "refund-closed",
-            Code::ReservationExpired => "reservation-expired",
-            Code::PayloadTooLarge => "payload-too-large",
-            Code::BalanceLimit => "balance-limit",
-            Code::IdempotencyKeyReused => "idempotency-key-reused",
-            Code::Internal => "internal",
-            Code::Unavailable => "unavailable",
-        }
+        self.info().name
     }
 
     /// The code named `s`, if any.
     pub fn parse(s: &str) -> Option<Code> {
-        Code::ALL.into_iter().find(|c| c.as_str() == s)
+        CODES.iter().find(|row| row.name == s).map(|row| row.code)
     }
 
     /// The one status this code answers with.
     pub fn status(self) -> StatusCode {
-        match self {
-            Code::Validation => StatusCode::BAD_REQUEST,
-            Code::Unauthorized => StatusCode::UNAUTHORIZED,
-            Code::Forbidden | Code::NotAdmitted => StatusCode::FORBIDDEN,
-            Code::NotFound => StatusCode::NOT_FOUND,
-            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Code::SeatUnavailable
-            | Code::ConcurrentUpdate
-            | Code::InsufficientPoints
-            | Code::AlreadyPaid
-            | Code::LockTimeout
-            | Code::HoldLimit
-            | Code::RefundClosed => StatusCode::CONFLICT,
-            Code::ReservationExpired => StatusCode::GONE,
-            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Code::BalanceLimit | Code::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        }
+        self.info().status
     }
 
     /// A short, human-readable summary of the problem type.
     pub fn title(self) -> &'static str {
-        match self {
-            Code::Validation => "Invalid request",
-            Code::Unauthorized => "Unauthorized",
-            Code::Forbidden => "Forbidden",
-            Code::NotAdmitted => "Not admitted",
-            Code::NotFound => "Not found",
-            Code::MethodNotAllowed => "Method not allowed",
-            Code::RequestTimeout => "Request timeout",
-            Code::SeatUnavailable => "Seat unavailable",
-            Code::ConcurrentUpdate => "Concurrent update",
-            Code::InsufficientPoints => "Insufficient points",
-            Code::AlreadyPaid => "Already paid",
-            Code::LockTimeout => "Lock timeout",
-            Code::HoldLimit => "Hold limit",
-            Code::RefundClosed => "Refund closed",
-            Code::ReservationExpired => "Reservation expired",
-            Code::PayloadTooLarge => "Payload too large",
-            Code::BalanceLimit => "Balance limit",
-            Code::IdempotencyKeyReused => "Idempotency key reused",
-            Code::Internal => "Internal error",
-            Code::Unavailable => "Service unavailable",
-        }
+        self.info().title
     }
 
     /// When the API answers this code (for the OpenAPI document).
     pub fn meaning(self) -> &'static str {
-        match self {
-            Code::Validation => {
-                "malformed JSON, a missing field, a wrong type, a value out of range, a bad \
-                 path id, query value or header"
-            }
-            Code::Unauthorized => "no bearer token, or one that is invalid or expired",
-            Code::Forbidden => "the token lacks the admin role",
-            Code::NotAdmitted => "the waiting room is on and the caller is not admitted",
-            Code::NotFound => "unknown, or not the caller's",
-            Code::MethodNotAllowed => "the path does not support this method (see Allow)",
-            Code::RequestTimeout => "the request body did not arrive in time",
-            Code::SeatUnavailable => {
-                "a seat is held by someone else (or by the caller) or sold; \
-                 unavailableSeats lists them"
-            }
-            Code::ConcurrentUpdate => "a concurrent change won; retrying may succeed",
-            Code::InsufficientPoints => "the balance does not cover the payment",
-            Code::AlreadyPaid => "the reservation is already confirmed (or no longer payable)",
-            Code::LockTimeout => "another request holds the lock; retry after Retry-After",
-            Code::HoldLimit => "the caller already holds the maximum of live holds",
-            Code::RefundClosed => "the show starts too soon to refund",
-            Code::ReservationExpired => "the hold has expired",
-            Code::PayloadTooLarge => "the body is larger than the limit",
-            Code::BalanceLimit => "the charge would exceed the maximum balance",
-            Code::IdempotencyKeyReused => {
-                "the Idempotency-Key was used before with a different request"
-            }
-            Code::Internal => "a bug; it has been logged",
-            Code::Unavailable => "storage or the lock service is unreachable; retry later",
-        }
+        self.info().meaning
     }
 
     /// A realistic problem of this code (for the OpenAPI examples).
     pub fn example(self) -> Problem {
-        let detail = match self {
-            Code::Validation => "seatNumber: must be between 1 and 50",
-            Code::Unauthorized => "the token has expired",
-            Code::Forbidden => "this operation needs a token with the admin role",
-            Code::NotAdmitted => "you are not admitted to this concert's waiting room",
-            Code::NotFound => "reservation not found",
-            Code::MethodNotAllowed => "PUT is not supported here; allowed: GET, DELETE",
-            Code::RequestTimeout => "the request body did not arrive within 10 seconds",
-            Code::SeatUnavailable => "seat 7 is already held or sold",
-            Code::ConcurrentUpdate => "the data changed concurrently; retry",
-            Code::InsufficientPoints => "the balance 300 does not cover 500",
-            Code::AlreadyPaid => "the reservation is already paid",
-            Code::LockTimeout => "another request holds the lock on this resource; retry later",
-            Code::HoldLimit => "at most 4 live holds per user and schedule",
-            Code::RefundClosed => "refunds close 24 hours before the show",
-            Code::ReservationExpired => "the hold expired before payment",
-            Code::PayloadTooLarge => "the body is larger than 16384 bytes",
-            Code::BalanceLimit => {
-                "balance 9950000 + 100000 would exceed the maximum balance 10000000"
-            }
-            Code::IdempotencyKeyReused => {
-                "the Idempotency-Key was used for a different request; use a new key"
-            }
-            Code::Internal => INTERNAL_DETAIL,
-            Code::Unavailable => "a dependency is unavailable; retry later",
-        };
-        let mut problem = ApiError::new(self, detail).problem();
+        let mut problem = ApiError::new(self, self.info().example).problem();
         if self == Code::SeatUnavailable {
             problem.unavailable_seats = Some(vec![7]);
         }
@@ -232,7 +272,8 @@ impl fmt::Display for Code {
     }
 }
 
-const INTERNAL_DETAIL: &str = "an unexpected error occurred; it has been logged";
+/// What a client is told of an internal error.
+const INTERNAL_DETAIL: &str = Code::Internal.info().example;
 
 /// An RFC 9457 problem document, as the API writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -658,6 +699,15 @@ mod tests {
 
     fn seat(n: i64) -> SeatNumber {
         SeatNumber::new(n).unwrap()
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_code_in_order_with_distinct_names() {
+        assert_eq!(Code::ALL.len(), CODES.len());
+        for (i, row) in CODES.iter().enumerate() {
+            assert_eq!((row.code as usize, row.code), (i, Code::ALL[i]));
+            assert_eq!(CODES.iter().filter(|r| r.name == row.name).count(), 1);
+        }
     }
 
     #[test]
