@@ -1,15 +1,18 @@
 //! Catalogue administration: tokens with `role: "admin"` only.
 
+pub mod dto;
+
 use actix_web::{HttpResponse, post, web};
 use concert_domain::{AdminError, ConcertId};
 
 use crate::AppState;
 use crate::auth::Admin;
-use crate::dto::{ConcertResponse, CreateConcertRequest, CreateScheduleRequest, ScheduleResponse};
 use crate::error::ApiError;
 use crate::extract::JsonObject;
 use crate::extract::PathId;
+use crate::routes::catalogue::dto::{ConcertResponse, ScheduleResponse};
 use crate::routes::created;
+use dto::{CreateConcertRequest, CreateScheduleRequest};
 
 /// Creates a concert (admin)
 #[utoipa::path(

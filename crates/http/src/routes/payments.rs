@@ -1,15 +1,17 @@
 //! Paying a held seat with points, reading a payment, refunding it.
 
+pub mod dto;
+
 use actix_web::{HttpResponse, get, post, web};
 use concert_domain::{PayError, PayReservation, PaymentId, RefundError};
 
 use crate::AppState;
 use crate::auth::AuthUser;
-use crate::dto::{PayRequest, PaymentResponse};
 use crate::error::{ApiError, Code};
 use crate::extract::PathId;
 use crate::extract::{Idempotency, JsonObject};
 use crate::routes::created;
+use dto::{PayRequest, PaymentResponse};
 
 /// Pays one of the caller's held reservations with points
 ///

@@ -1,13 +1,15 @@
 //! The caller's points: balance, charge, history.
 
+pub mod dto;
+
 use actix_web::{get, post, web};
 use concert_domain::{ChargeError, ChargePoints, UseError};
 
 use crate::AppState;
 use crate::auth::AuthUser;
-use crate::dto::{BalanceResponse, ChargeRequest, HistoryEntryResponse};
 use crate::error::{ApiError, Code};
 use crate::extract::{Idempotency, JsonObject};
+use dto::{BalanceResponse, ChargeRequest, HistoryEntryResponse};
 
 /// The caller's point balance
 ///

@@ -1,16 +1,19 @@
 //! Seat holds: taking one or several, reading one's own, cancelling.
 
+pub mod dto;
+
 use actix_web::{HttpResponse, delete, get, post, web};
 use concert_domain::{CancelError, Requested, ReservationId, ReserveError, SeatNumber};
 
 use crate::AppState;
 use crate::auth::AuthUser;
-use crate::dto::{ReservationResponse, ReservationsQuery, ReserveBatchRequest, ReserveRequest};
 use crate::error::{ApiError, Code};
 use crate::extract::JsonObject;
 use crate::extract::PathId;
 use crate::routes::created;
-use crate::routes::requests::{RequestAccepted, accepted};
+use crate::routes::requests::accepted;
+use crate::routes::requests::dto::RequestAccepted;
+use dto::{ReservationResponse, ReservationsQuery, ReserveBatchRequest, ReserveRequest};
 
 /// Holds a seat for the caller
 ///
