@@ -43,7 +43,7 @@ macro_rules! problem_codes {
         }
 
         impl Code {
-            /// Every code, in the order of [`CODES`].
+            /// Every code, in the order of the table.
             pub const ALL: [Code; CODES.len()] = [$(Code::$code,)*];
         }
 
