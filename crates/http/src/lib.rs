@@ -12,7 +12,7 @@
 //! document alone).
 
 pub mod auth;
-pub mod dto;
+mod dto;
 pub mod error;
 pub mod extract;
 pub mod log_limit;

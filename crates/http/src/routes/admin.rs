@@ -1,15 +1,18 @@
 //! Catalogue administration: tokens with `role: "admin"` only.
 
+pub mod dto;
+
 use actix_web::{HttpResponse, post, web};
-use concert_domain::ConcertId;
+use concert_domain::{AdminError, ConcertId};
 
 use crate::AppState;
 use crate::auth::Admin;
-use crate::dto::{ConcertResponse, CreateConcertRequest, CreateScheduleRequest, ScheduleResponse};
 use crate::error::ApiError;
 use crate::extract::JsonObject;
 use crate::extract::PathId;
+use crate::routes::catalogue::dto::{ConcertResponse, ScheduleResponse};
 use crate::routes::created;
+use dto::{CreateConcertRequest, CreateScheduleRequest};
 
 /// Creates a concert (admin)
 #[utoipa::path(
@@ -71,4 +74,32 @@ pub async fn create_schedule(
         format!("/api/v1/schedules/{}/seats", schedule.id),
         ScheduleResponse::from(schedule),
     ))
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Invalid(invalid) => invalid.into(),
+            AdminError::NotFound(what) => ApiError::not_found_of(what),
+            AdminError::Failed(f) => f.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use concert_domain::InvalidValue;
+
+    use super::*;
+    use crate::error::tests::check;
+
+    #[test]
+    fn admin_errors() {
+        check(
+            AdminError::Invalid(InvalidValue::new("title", "must be 1 to 200 characters")),
+            400,
+            "validation",
+        );
+        check(AdminError::NotFound("concert"), 404, "not-found");
+    }
 }

@@ -1,12 +1,14 @@
 //! Browsing: concerts, their dates, a date's seats. No token needed.
 
+pub mod dto;
+
 use actix_web::{get, web};
 use concert_domain::{ConcertId, ScheduleId};
 
 use crate::AppState;
-use crate::dto::{ConcertResponse, ScheduleResponse, SeatResponse, SeatsQuery};
 use crate::error::ApiError;
 use crate::extract::PathId;
+use dto::{ConcertResponse, ScheduleResponse, SeatResponse, SeatsQuery};
 
 /// Every concert
 #[utoipa::path(

@@ -1,13 +1,15 @@
 //! Liveness, readiness and metrics.
 
+pub mod dto;
+
 use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, get, web};
 
-use crate::dto::HealthResponse;
 use crate::error::ApiError;
 use crate::{AppState, MetricsRender};
+use dto::HealthResponse;
 
 /// How long `/health/ready` waits for one dependency.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);

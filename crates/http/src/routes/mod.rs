@@ -7,6 +7,11 @@
 //! of [`concert_domain::Services`], and maps the outcome to a DTO or an
 //! [`ApiError`](crate::ApiError). No handler touches storage or locks.
 //!
+//! One slice per resource: its handlers in `<resource>.rs`, with the
+//! mapping of its operations' refusals to problems (`From<…Error> for
+//! ApiError`), and its request and response bodies in `<resource>/dto.rs`.
+//! What they share stays common: [`crate::error`] and `crate::dto`.
+//!
 //! The problem codes an operation can answer are listed once, in its
 //! `x-problems` extension; [`crate::openapi`] turns them into documented
 //! problem+json responses (see there for the codes added implicitly).

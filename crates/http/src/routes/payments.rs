@@ -1,15 +1,17 @@
 //! Paying a held seat with points, reading a payment, refunding it.
 
+pub mod dto;
+
 use actix_web::{HttpResponse, get, post, web};
-use concert_domain::{PayReservation, PaymentId};
+use concert_domain::{PayError, PayReservation, PaymentId, RefundError};
 
 use crate::AppState;
 use crate::auth::AuthUser;
-use crate::dto::{PayRequest, PaymentResponse};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::extract::PathId;
 use crate::extract::{Idempotency, JsonObject};
 use crate::routes::created;
+use dto::{PayRequest, PaymentResponse};
 
 /// Pays one of the caller's held reservations with points
 ///
@@ -105,4 +107,63 @@ pub async fn refund(
     Ok(web::Json(
         state.services.payments.refund(user.id, id).await?.into(),
     ))
+}
+
+impl From<PayError> for ApiError {
+    fn from(e: PayError) -> Self {
+        match e {
+            PayError::NotFound => ApiError::not_found("reservation not found"),
+            PayError::Expired => {
+                ApiError::new(Code::ReservationExpired, "the hold expired before payment")
+            }
+            PayError::AlreadyPaid => {
+                ApiError::new(Code::AlreadyPaid, "the reservation is already paid")
+            }
+            PayError::InsufficientPoints { balance, needed } => {
+                ApiError::insufficient_points(balance, needed)
+            }
+            PayError::KeyReused => ApiError::key_reused(),
+            PayError::NotAdmitted => ApiError::not_admitted(),
+            PayError::Failed(f) => f.into(),
+        }
+    }
+}
+
+impl From<RefundError> for ApiError {
+    fn from(e: RefundError) -> Self {
+        match e {
+            RefundError::NotFound => ApiError::not_found("payment not found"),
+            RefundError::Closed { hours } => ApiError::new(
+                Code::RefundClosed,
+                format!("refunds close {hours} hours before the show"),
+            ),
+            RefundError::Failed(f) => f.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::tests::check;
+
+    #[test]
+    fn pay_errors() {
+        check(PayError::NotFound, 404, "not-found");
+        check(PayError::Expired, 410, "reservation-expired");
+        check(PayError::AlreadyPaid, 409, "already-paid");
+        let short = PayError::InsufficientPoints {
+            balance: 100,
+            needed: 500,
+        };
+        check(short, 409, "insufficient-points");
+        check(PayError::KeyReused, 422, "idempotency-key-reused");
+        check(PayError::NotAdmitted, 403, "not-admitted");
+    }
+
+    #[test]
+    fn refund_errors() {
+        check(RefundError::NotFound, 404, "not-found");
+        check(RefundError::Closed { hours: 24 }, 409, "refund-closed");
+    }
 }

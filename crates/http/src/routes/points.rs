@@ -1,13 +1,15 @@
 //! The caller's points: balance, charge, history.
 
+pub mod dto;
+
 use actix_web::{get, post, web};
-use concert_domain::ChargePoints;
+use concert_domain::{ChargeError, ChargePoints, UseError};
 
 use crate::AppState;
 use crate::auth::AuthUser;
-use crate::dto::{BalanceResponse, ChargeRequest, HistoryEntryResponse};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::extract::{Idempotency, JsonObject};
+use dto::{BalanceResponse, ChargeRequest, HistoryEntryResponse};
 
 /// The caller's point balance
 ///
@@ -77,4 +79,57 @@ pub async fn history(
 ) -> Result<web::Json<Vec<HistoryEntryResponse>>, ApiError> {
     let entries = state.services.points.history(user.id).await?;
     Ok(web::Json(entries.into_iter().map(Into::into).collect()))
+}
+
+impl From<ChargeError> for ApiError {
+    fn from(e: ChargeError) -> Self {
+        match e {
+            // not `balance`: that names the route (a unit struct) here
+            ChargeError::BalanceLimit {
+                balance: had,
+                amount,
+                max,
+            } => ApiError::new(
+                Code::BalanceLimit,
+                format!("balance {had} + {amount} would exceed the maximum balance {max}"),
+            ),
+            ChargeError::KeyReused => ApiError::key_reused(),
+            ChargeError::Failed(f) => f.into(),
+        }
+    }
+}
+
+/// Spending points (no route of its own: the payment does it).
+impl From<UseError> for ApiError {
+    fn from(e: UseError) -> Self {
+        match e {
+            UseError::InsufficientPoints {
+                balance: had,
+                needed,
+            } => ApiError::insufficient_points(had, needed),
+            UseError::Failed(f) => f.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::tests::check;
+
+    #[test]
+    fn charge_and_use_errors() {
+        let limit = ChargeError::BalanceLimit {
+            balance: 9,
+            amount: 2,
+            max: 10,
+        };
+        check(limit, 422, "balance-limit");
+        check(ChargeError::KeyReused, 422, "idempotency-key-reused");
+        let short = UseError::InsufficientPoints {
+            balance: 1,
+            needed: 2,
+        };
+        check(short, 409, "insufficient-points");
+    }
 }

@@ -2,16 +2,17 @@
 //! whose outcome is not ready within the reply budget answers 202 with a
 //! request id, and its owner polls the request here.
 
+pub mod dto;
+
 use actix_web::http::header;
 use actix_web::{HttpResponse, get, web};
-use concert_domain::{RequestId, RequestView};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use concert_domain::RequestId;
 
 use crate::AppState;
 use crate::auth::AuthUser;
-use crate::dto::ReservationResponse;
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
+
+use dto::{RequestAccepted, RequestStatusDto, ReservationRequestResponse};
 
 /// Seconds a client is asked to wait before polling a queued request.
 pub const POLL_AFTER_SECONDS: u32 = 1;
@@ -19,74 +20,6 @@ pub const POLL_AFTER_SECONDS: u32 = 1;
 /// Where a queued request is polled.
 pub(crate) fn location(id: &RequestId) -> String {
     format!("/api/v1/reservation-requests/{id}")
-}
-
-/// Whether a queued request has been applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RequestStatusDto {
-    Pending,
-    Done,
-}
-
-/// A seat request accepted but not yet answered (202).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = RequestAccepted)]
-pub struct RequestAccepted {
-    /// Poll /api/v1/reservation-requests/{requestId} (also in Location).
-    #[schema(example = "4f1c2d9a8b7e6f5a4c3b2a1908f7e6d5")]
-    pub request_id: String,
-    /// Always PENDING here.
-    pub status: RequestStatusDto,
-}
-
-/// A queued seat request as its owner sees it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = ReservationRequestState)]
-pub struct ReservationRequestResponse {
-    #[schema(example = "4f1c2d9a8b7e6f5a4c3b2a1908f7e6d5")]
-    pub request_id: String,
-    pub status: RequestStatusDto,
-    /// DONE, a single seat held: the reservation as it was granted (read
-    /// /api/v1/reservations/{id} for what it is now).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub reservation: Option<ReservationResponse>,
-    /// DONE, a batch held: the reservations in seat order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub reservations: Option<Vec<ReservationResponse>>,
-    /// DONE and refused: the problem the request would have answered
-    /// directly (its status and code as in the error table).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub problem: Option<Problem>,
-}
-
-impl From<RequestView> for ReservationRequestResponse {
-    fn from(view: RequestView) -> Self {
-        let mut response = Self {
-            request_id: view.id.to_string(),
-            status: RequestStatusDto::Pending,
-            reservation: None,
-            reservations: None,
-            problem: None,
-        };
-        let Some(outcome) = view.outcome else {
-            return response;
-        };
-        response.status = RequestStatusDto::Done;
-        match outcome {
-            Ok(held) if view.many => {
-                response.reservations = Some(held.into_iter().map(Into::into).collect());
-            }
-            Ok(mut held) => response.reservation = held.pop().map(Into::into),
-            Err(e) => response.problem = Some(ApiError::from(e).problem()),
-        }
-        response
-    }
 }
 
 /// The 202 of a request still queued: its id in the body and in Location.

@@ -1,16 +1,19 @@
 //! Seat holds: taking one or several, reading one's own, cancelling.
 
+pub mod dto;
+
 use actix_web::{HttpResponse, delete, get, post, web};
-use concert_domain::{Requested, ReservationId};
+use concert_domain::{CancelError, Requested, ReservationId, ReserveError, SeatNumber};
 
 use crate::AppState;
 use crate::auth::AuthUser;
-use crate::dto::{ReservationResponse, ReservationsQuery, ReserveBatchRequest, ReserveRequest};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::extract::JsonObject;
 use crate::extract::PathId;
 use crate::routes::created;
-use crate::routes::requests::{RequestAccepted, accepted};
+use crate::routes::requests::accepted;
+use crate::routes::requests::dto::RequestAccepted;
+use dto::{ReservationResponse, ReservationsQuery, ReserveBatchRequest, ReserveRequest};
 
 /// Holds a seat for the caller
 ///
@@ -167,4 +170,99 @@ pub async fn cancel_reservation(
     let id = ReservationId::new(id.into_inner().get())?;
     let cancelled = state.services.reservations.cancel(user.id, id).await?;
     Ok(web::Json(cancelled.into()))
+}
+
+impl From<ReserveError> for ApiError {
+    fn from(e: ReserveError) -> Self {
+        match e {
+            ReserveError::SeatNotFound => ApiError::not_found("schedule or seat not found"),
+            ReserveError::SeatUnavailable { seats, yours } => seat_unavailable(&seats, yours),
+            ReserveError::HoldLimit { limit } => ApiError::new(
+                Code::HoldLimit,
+                format!("at most {limit} live holds per user and schedule"),
+            ),
+            ReserveError::NotAdmitted => ApiError::not_admitted(),
+            ReserveError::Failed(f) => f.into(),
+        }
+    }
+}
+
+/// 409 `seat-unavailable`: the `seats` taken, one of them perhaps by the
+/// caller (`yours`).
+fn seat_unavailable(seats: &[SeatNumber], yours: Option<ReservationId>) -> ApiError {
+    let numbers: Vec<u8> = seats.iter().map(|s| s.get()).collect();
+    let list = numbers
+        .iter()
+        .map(u8::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let detail = match (yours, numbers.as_slice()) {
+        (Some(id), _) => format!("you already hold seat {list} (reservation {id})"),
+        (None, [_]) => format!("seat {list} is already held or sold"),
+        (None, _) => format!("seats {list} are already held or sold"),
+    };
+    ApiError::seat_unavailable(numbers, detail)
+}
+
+impl From<CancelError> for ApiError {
+    fn from(e: CancelError) -> Self {
+        match e {
+            CancelError::NotFound => ApiError::not_found("reservation not found"),
+            CancelError::AlreadyPaid => ApiError::new(
+                Code::AlreadyPaid,
+                "the reservation is paid; refund its payment instead",
+            ),
+            CancelError::Expired => {
+                ApiError::new(Code::ReservationExpired, "the hold has already expired")
+            }
+            CancelError::Failed(f) => f.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::tests::check;
+
+    fn seat(n: i64) -> SeatNumber {
+        SeatNumber::new(n).unwrap()
+    }
+
+    #[test]
+    fn reserve_errors() {
+        check(ReserveError::SeatNotFound, 404, "not-found");
+        let taken = ReserveError::SeatUnavailable {
+            seats: vec![seat(3), seat(9)],
+            yours: None,
+        };
+        check(taken, 409, "seat-unavailable");
+        check(ReserveError::HoldLimit { limit: 2 }, 409, "hold-limit");
+        check(ReserveError::NotAdmitted, 403, "not-admitted");
+    }
+
+    #[test]
+    fn seat_unavailable_lists_the_seats_and_names_the_callers_own_hold() {
+        let theirs = ApiError::from(ReserveError::SeatUnavailable {
+            seats: vec![seat(3), seat(9)],
+            yours: None,
+        })
+        .problem();
+        assert_eq!(theirs.unavailable_seats, Some(vec![3, 9]));
+        assert_eq!(theirs.detail, "seats 3, 9 are already held or sold");
+        let mine = ApiError::from(ReserveError::SeatUnavailable {
+            seats: vec![seat(7)],
+            yours: Some(ReservationId::from(31)),
+        })
+        .problem();
+        assert_eq!(mine.unavailable_seats, Some(vec![7]));
+        assert_eq!(mine.detail, "you already hold seat 7 (reservation 31)");
+    }
+
+    #[test]
+    fn cancel_errors() {
+        check(CancelError::NotFound, 404, "not-found");
+        check(CancelError::AlreadyPaid, 409, "already-paid");
+        check(CancelError::Expired, 410, "reservation-expired");
+    }
 }

@@ -6,15 +6,17 @@
 //! poll without an entry (enter again), and leaving changes nothing. A
 //! client written for the room works unchanged.
 
+pub mod dto;
+
 use actix_web::http::header;
 use actix_web::{HttpResponse, delete, get, post, web};
 use concert_domain::{ConcertId, RoomEntry, UserId};
 
 use crate::AppState;
 use crate::auth::AuthUser;
-use crate::dto::RoomEntryResponse;
 use crate::error::ApiError;
 use crate::extract::PathId;
+use dto::RoomEntryResponse;
 
 /// Enters the caller into a concert's waiting room
 ///
