@@ -81,9 +81,9 @@ pub async fn seed_demo(
 mod tests {
     use std::sync::Arc;
 
-    use concert_domain::memory::MemoryStore;
     use concert_domain::{Control, Controls, Policy, Services};
     use concert_inprocess::SystemClock;
+    use concert_memory::MemoryStore;
 
     use super::*;
 

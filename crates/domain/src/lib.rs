@@ -40,9 +40,6 @@ pub mod queue;
 pub mod relay;
 pub mod services;
 
-#[cfg(any(test, feature = "mock"))]
-pub mod memory;
-
 pub use clock::Clock;
 pub use consumers::{EventHandler, ReceivedEvent};
 pub use control::{Control, Observer, Operation, Protection, RetryPolicy, Unobserved};
@@ -80,8 +77,7 @@ pub use queue::{
     SeatOutcome, SeatQueue, SeatRequest, Submitted,
 };
 pub use relay::{
-    Backlog, CommitListener, EventPublisher, NotifyingTransactions, OutboxEvent, OutboxFeed,
-    OutboxRelay, Published, RelayStep,
+    Backlog, EventPublisher, OutboxEvent, OutboxFeed, OutboxRelay, Published, RelayStep,
 };
 pub use services::{
     ApplierOptions, CatalogueService, ChargePoints, Controls, PayReservation, PaymentService,

@@ -229,6 +229,3 @@ pub fn server(
     }
     Ok(server.run())
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,6 +1,9 @@
 //! The one integration test binary (one link, shared helpers). Every test
 //! runs on its own fresh MariaDB database and its own Redis key prefix.
 
+// the use cases over the in-memory store (no server)
+mod services;
+
 // foundation: MySQL adapter through the domain services
 mod payments;
 mod points;
@@ -14,6 +17,9 @@ mod lock_seats;
 mod room_contract;
 // the queue strategy: partition streams, fenced consumers, request-reply
 mod queue;
+
+// the HTTP adapter over the in-memory store (no server)
+mod http;
 
 // HTTP API end to end
 mod api;

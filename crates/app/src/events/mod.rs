@@ -11,6 +11,7 @@
 //! lost; a second, event-driven release would only race it.
 
 pub mod commands;
+mod notifying;
 mod relay;
 mod seatmap;
 
@@ -19,13 +20,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use concert_domain::{
-    CatalogueRepository, CommitListener, Event, NotifyingTransactions, OutboxRelay, Stream,
-    Transactions,
-};
+use concert_domain::{CatalogueRepository, Event, OutboxRelay, Stream, Transactions};
+
 use concert_inprocess::SeatMapCache;
 use concert_redis::streams::{ConsumerConfig, ConsumerHandle, StartAt};
 use concert_redis::{RedisLockSettings, RedisLocks, RedisStreams, StreamSettings};
+pub use notifying::{CommitListener, NotifyingTransactions};
 use secrecy::ExposeSecret;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;

@@ -168,6 +168,3 @@ pub(crate) async fn finish<T, E: From<Failure>>(
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
-
-#[cfg(test)]
-pub(crate) mod testing;

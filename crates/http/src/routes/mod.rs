@@ -33,8 +33,10 @@ use utoipa_actix_web::UtoipaApp;
 use crate::error::ApiError;
 use crate::openapi::RouteTable;
 
-/// Registers every documented route.
-pub(crate) fn register<T>(app: UtoipaApp<T>) -> UtoipaApp<T>
+/// Registers every documented route (public for the tests of the
+/// OpenAPI document, which read the routes before [`crate::openapi`]
+/// completes them).
+pub fn register<T>(app: UtoipaApp<T>) -> UtoipaApp<T>
 where
     T: ServiceFactory<ServiceRequest, Config = (), Error = actix_web::Error, InitError = ()>,
 {

@@ -114,7 +114,7 @@ impl SeatQueue for MemoryQueue {
 
 /// A world whose seat holds go through a [`MemoryQueue`].
 fn queued_world(immediate: bool) -> (World, Arc<MemoryQueue>) {
-    let store = concert_domain::memory::MemoryStore::new();
+    let store = concert_memory::MemoryStore::new();
     let clock = TestClock::new();
     let ports = store.ports(Arc::new(clock.clone()));
     let applier = SeatRequestApplier::new(ports.clone(), Policy::default());

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::{World, assert_problem, bearer, call, service};
-use crate::{HttpOptions, Observed, REQUEST_ID_HEADER, Readiness, RequestObserver};
+use concert_http::{HttpOptions, Observed, REQUEST_ID_HEADER, Readiness, RequestObserver};
 
 struct Dependency(&'static str, bool);
 
@@ -282,11 +282,11 @@ async fn a_graceful_stop_finishes_accepted_requests_with_connection_close() {
     })];
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
-    let server = crate::server(
+    let server = concert_http::server(
         listener,
-        crate::AppState {
+        concert_http::AppState {
             services: world.services.clone(),
-            auth: crate::Auth::new(super::SECRET, crate::AuthOptions::default()),
+            auth: concert_http::Auth::new(super::SECRET, concert_http::AuthOptions::default()),
             readiness: world.readiness.clone(),
         },
         HttpOptions {

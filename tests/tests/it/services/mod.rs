@@ -1,5 +1,5 @@
-//! Helpers for the use cases' unit tests: a clock the test moves, and the
-//! services over an in-memory store.
+//! The use cases over the in-memory store (no server), and their
+//! helpers: a clock the test moves, and the services over a fresh store.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -7,15 +7,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::clock::Clock;
-use crate::control::{Control, Protection};
-use crate::error::Failure;
-use crate::memory::MemoryStore;
-use crate::ports::{
+use concert_domain::clock::Clock;
+use concert_domain::control::{Control, Protection};
+use concert_domain::error::Failure;
+use concert_domain::ports::{
     IdempotencyRepository, Outbox, PaymentRepository, ReservationRepository, SeatRepository,
     Transactions, UnitOfWork, WalletRepository,
 };
-use crate::services::{Controls, Policy, Ports, Services};
+use concert_domain::services::{Controls, Policy, Ports, Services};
+use concert_memory::MemoryStore;
 
 pub fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_900_000_000, 0).expect("valid timestamp")
@@ -147,3 +147,10 @@ pub fn logged_services(control: Control, log: Log) -> (Services, MemoryStore) {
     let services = Services::new(ports, controls(control), Policy::default());
     (services, store)
 }
+
+mod catalogue;
+mod payment;
+mod points;
+mod queued;
+mod reservation;
+mod waiting_room;

@@ -9,7 +9,7 @@ use concert_domain::UserId;
 use serde_json::json;
 
 use super::{SECRET, World, admin_bearer, assert_problem, bearer, call, service, token};
-use crate::{Auth, AuthOptions};
+use concert_http::{Auth, AuthOptions};
 
 fn signed(claims: serde_json::Value) -> String {
     jsonwebtoken::encode(

@@ -1,5 +1,5 @@
 //! Handler tests: the whole `App` in process, over the real use cases
-//! (`concert_domain::Services`) on the domain's in-memory store and a clock
+//! (`concert_domain::Services`) on the in-memory store (`concert-memory`) and a clock
 //! the tests move. No database, no network (except the graceful-stop test,
 //! which serves on a local port).
 
@@ -23,16 +23,16 @@ use actix_web::http::{StatusCode, header};
 use actix_web::web;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use concert_domain::memory::MemoryStore;
 use concert_domain::{
     CatalogueRepository, Clock, Concert, ConcertId, Control, Controls, Failure, HistoryEntry,
     NewSchedule, Payment, PaymentId, Policy, Ports, Protection, Queries, Reservation,
     ReservationId, Schedule, ScheduleId, ScheduleSummary, Seat, Services, Title, Transactions,
     UnitOfWork, UserId, Wallet,
 };
+use concert_memory::MemoryStore;
 use serde_json::Value;
 
-use crate::{AppState, Auth, AuthOptions, HttpOptions, PROBLEM_JSON, Readiness};
+use concert_http::{AppState, Auth, AuthOptions, HttpOptions, PROBLEM_JSON, Readiness};
 
 pub const SECRET: &[u8] = b"unit-test-secret";
 
@@ -162,7 +162,11 @@ impl World {
 /// The whole app of a [`World`], initialised for [`call!`].
 macro_rules! service {
     ($world:expr) => {
-        actix_web::test::init_service(crate::app_with($world.state(), $world.options.clone())).await
+        actix_web::test::init_service(concert_http::app_with(
+            $world.state(),
+            $world.options.clone(),
+        ))
+        .await
     };
 }
 pub(crate) use service;

@@ -8,8 +8,8 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 
 use super::{World, admin_bearer, call, service};
-use crate::error::Code;
-use crate::openapi::{ApiDoc, OPENAPI_PATH, listed_problems, operations};
+use concert_http::error::Code;
+use concert_http::openapi::{ApiDoc, OPENAPI_PATH, listed_problems, operations};
 
 /// Every (method, path) of the contract (api.md, with its additions made
 /// so far).
@@ -41,7 +41,7 @@ const CONTRACT: [(&str, &str); 24] = [
 ];
 
 fn document() -> Value {
-    serde_json::to_value(crate::openapi()).unwrap()
+    serde_json::to_value(concert_http::openapi()).unwrap()
 }
 
 /// Every documented (method, path, operation).
@@ -189,7 +189,7 @@ fn every_error_response_is_a_problem_whose_examples_fit_its_status() {
 
 #[test]
 fn every_listed_problem_code_exists() {
-    let (_, raw) = crate::routes::register(
+    let (_, raw) = concert_http::routes::register(
         actix_web::App::new()
             .into_utoipa_app()
             .openapi(ApiDoc::openapi()),

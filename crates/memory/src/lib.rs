@@ -16,24 +16,28 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::control::Protection;
-use crate::error::Failure;
-use crate::events::Event;
-use crate::ids::{
+use concert_domain::error::Failure;
+use concert_domain::events::Event;
+use concert_domain::ids::{
     ConcertId, IdempotencyKey, PaymentId, ReservationId, ScheduleId, SeatId, SeatNumber, UserId,
 };
-use crate::lock::LockKey;
-use crate::model::catalogue::{Concert, NewSchedule, Schedule, ScheduleSummary, SeatStatus, Title};
-use crate::model::payment::{NewPayment, Payment, PaymentStatus};
-use crate::model::seat::{NewReservation, Reservation, ReservationStatus, Seat, SeatState};
-use crate::model::wallet::{
+use concert_domain::lock::LockKey;
+use concert_domain::model::catalogue::{
+    Concert, NewSchedule, Schedule, ScheduleSummary, SeatStatus, Title,
+};
+use concert_domain::model::payment::{NewPayment, Payment, PaymentStatus};
+use concert_domain::model::seat::{
+    NewReservation, Reservation, ReservationStatus, Seat, SeatState,
+};
+use concert_domain::model::wallet::{
     HistoryEntry, MAX_BALANCE, NewHistoryEntry, PointChange, Points, Wallet,
 };
-use crate::ports::{
+use concert_domain::ports::{
     CatalogueRepository, Claim, IdempotencyRepository, KeyScope, Outbox, PaymentRepository,
     Queries, ReservationRepository, SeatRepository, Stored, Transactions, UnitOfWork,
     WalletRepository,
 };
+use concert_domain::protection::Protection;
 
 #[derive(Debug, Clone, Default)]
 struct State {
@@ -82,9 +86,9 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The store as ports for [`crate::Services`].
-    pub fn ports(&self, clock: Arc<dyn crate::Clock>) -> crate::Ports {
-        crate::Ports {
+    /// The store as ports for [`concert_domain::Services`].
+    pub fn ports(&self, clock: Arc<dyn concert_domain::Clock>) -> concert_domain::Ports {
+        concert_domain::Ports {
             transactions: Arc::new(self.clone()),
             queries: Arc::new(self.clone()),
             catalogue: Arc::new(self.clone()),
