@@ -19,7 +19,7 @@ use futures_core::Stream;
 use tokio::task::JoinHandle;
 
 use crate::backoff::SpinBackoff;
-use crate::scripts::Notice;
+use crate::lock::scripts::Notice;
 use crate::settings::RedisLockSettings;
 
 /// How often the dispatcher checks that the subscriber connection answers.

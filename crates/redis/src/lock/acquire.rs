@@ -14,8 +14,8 @@ use concert_locking::waiters::Wake;
 use tokio::time::Instant;
 
 use crate::keys::Keys;
-use crate::locks::Inner;
-use crate::scripts::{Attempt, Queue, Released};
+use crate::lock::scripts::{Attempt, Queue, Released};
+use crate::lock::shared::Inner;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Policy {
