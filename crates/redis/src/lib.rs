@@ -16,9 +16,9 @@
 //! renews every third of the lease and flags the guard's [`Fence`] as lost
 //! when it cannot; a guard dropped without release is released in the
 //! background, while a leaked guard (`std::mem::forget`) behaves like a
-//! crashed holder. The lease machinery is the one of
-//! [`concert_locking::lease`], shared with the in-process lock. See
-//! `docs/locking.md`.
+//! crashed holder. The lease machinery and the guard type are those of
+//! [`concert_locking::lease`] and [`concert_locking::guard`], shared with
+//! the in-process lock. See `docs/locking.md`.
 //!
 //! Modules by job: `keys` (key layout), `scripts` (what every script call
 //! shares), `connection` (the shared command connection and the

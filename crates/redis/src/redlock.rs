@@ -45,7 +45,8 @@ use std::time::Duration;
 use anyhow::anyhow;
 use async_trait::async_trait;
 use concert_domain::{DistributedLock, Failure, Fence, HeldLock, LockKey, LockOptions};
-use concert_locking::lease::{KeepAlive, Lease, LeaseOps, later, owner_token};
+use concert_locking::guard::{Guard, GuardOps, Release};
+use concert_locking::lease::{Lease, LeaseOps, later, owner_token};
 use concert_locking::stats::{LockCounters, LockStats};
 use deadpool_redis::redis::Script;
 use tokio::time::Instant;
@@ -136,7 +137,9 @@ pub struct RedLock {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+/// The masters and what every acquisition shares (public only as the
+/// parameter of [`RedLockHeld`]).
+pub struct Inner {
     masters: Vec<Connection>,
     prefix: Prefix,
     settings: RedisLockSettings,
@@ -456,13 +459,12 @@ impl DistributedLock for RedLock {
                     .await;
                 let floored = floors.iter().filter(|a| matches!(a, Answer::Ok(1))).count();
                 if floored >= quorum && started.elapsed() < validity {
-                    let fence = Fence::new(token);
-                    let keepalive = KeepAlive::start(
+                    return Ok(Box::new(RedLockHeld::start(
                         inner.clone(),
                         Lease {
                             key: key.clone(),
-                            owner: owner.clone(),
-                            fence: fence.clone(),
+                            owner,
+                            fence: Fence::new(token),
                             // The holder's view of the lease ends before
                             // any master's, drift included.
                             lease: options.lease.saturating_sub(drift(options.lease)),
@@ -470,15 +472,7 @@ impl DistributedLock for RedLock {
                             started,
                             max_hold: inner.settings.max_hold,
                         },
-                    );
-                    return Ok(Box::new(RedLockHeld {
-                        key: key.clone(),
-                        keys,
-                        fence,
-                        owner,
-                        keepalive,
-                        inner: inner.clone(),
-                    }));
+                    )));
                 }
             }
             // Not acquired: give back what this attempt took, on the
@@ -516,63 +510,31 @@ impl DistributedLock for RedLock {
 }
 
 /// One acquisition of a [`RedLock`].
-pub struct RedLockHeld {
-    key: LockKey,
-    keys: Keys,
-    fence: Fence,
-    owner: String,
-    keepalive: KeepAlive,
-    inner: Arc<Inner>,
-}
-
-impl fmt::Debug for RedLockHeld {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedLockHeld")
-            .field("key", &self.key)
-            .field("fence", &self.fence.token())
-            .finish_non_exhaustive()
-    }
-}
+pub type RedLockHeld = Guard<Inner>;
 
 #[async_trait]
-impl HeldLock for RedLockHeld {
-    fn key(&self) -> &LockKey {
-        &self.key
-    }
-
-    fn fence(&self) -> &Fence {
-        &self.fence
-    }
+impl GuardOps for Inner {
+    const NAME: &'static str = "RedLockHeld";
 
     /// Compare-and-delete on every master. [`Failure::LockLost`] unless a
     /// majority still had the lock; masters that did not answer are
     /// released in the background.
-    async fn release(self: Box<Self>) -> Result<(), Failure> {
-        let RedLockHeld {
-            key,
-            keys,
-            owner,
-            keepalive,
-            inner,
-            fence,
-        } = *self;
-        keepalive.stop();
-        let (deleted, down) = inner.release_all(&keys, &owner).await;
-        keepalive.disarm();
+    async fn release(self: &Arc<Self>, key: &LockKey, owner: &str, fence: &Fence) -> Release {
+        let (deleted, down) = self.release_all(&self.prefix.keys(key), owner).await;
         if down > 0 {
-            inner.clone().release_detached(key, owner);
+            self.clone().release_detached(key.clone(), owner.to_owned());
         }
-        if deleted >= inner.quorum() && !fence.is_lost() {
+        Release::Answered(if deleted >= self.quorum() && !fence.is_lost() {
             Ok(())
-        } else if deleted + down >= inner.quorum() && !fence.is_lost() {
+        } else if deleted + down >= self.quorum() && !fence.is_lost() {
             // Masters down: whether the lock was still held is unknown.
             Err(Failure::unavailable(anyhow!(
                 "only {deleted} of {} Redis masters confirmed the release",
-                inner.masters.len()
+                self.masters.len()
             )))
         } else {
             Err(Failure::LockLost)
-        }
+        })
     }
 }
 

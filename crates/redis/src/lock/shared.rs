@@ -22,11 +22,12 @@ use crate::lock::scripts::{self, Attempt, Queue, Released};
 use crate::lock::subscriber::Subscriber;
 use crate::settings::RedisLockSettings;
 
-/// What the handles and guards hold.
-pub(crate) struct Inner {
-    pub core: Arc<Core>,
-    pub subscriber: Subscriber,
-    pub cleaner: JoinHandle<()>,
+/// What the handles and guards hold (public only as the parameter of
+/// [`super::RedisHeld`]).
+pub struct Inner {
+    pub(crate) core: Arc<Core>,
+    pub(crate) subscriber: Subscriber,
+    pub(crate) cleaner: JoinHandle<()>,
 }
 
 impl Inner {
