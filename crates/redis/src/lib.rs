@@ -22,7 +22,8 @@
 //!
 //! Modules by job: `keys` (key layout), `scripts` (what every script call
 //! shares), `connection` (the shared command connection and the
-//! translation of Redis errors), `lock` (the single-master locks, see its
+//! translation of Redis errors), `pubsub` (what the pub/sub listeners
+//! share), `lock` (the single-master locks, see its
 //! module docs), `redlock`, `room`, `streams`, `queue`.
 //!
 //! [`DistributedLock`]: concert_domain::DistributedLock
@@ -33,6 +34,7 @@ mod backoff;
 mod connection;
 mod keys;
 mod lock;
+mod pubsub;
 mod queue;
 mod redlock;
 mod room;
