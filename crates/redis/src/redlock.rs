@@ -53,24 +53,16 @@ use tokio::time::Instant;
 
 use crate::connection::Connection;
 use crate::keys::{Keys, Prefix};
-use crate::scripts::{Call, KEEP, millis};
+use crate::scripts::{Call, DELETE, EXTEND, KEEP, NEXT_FENCE, delete, extend, millis};
 use crate::settings::RedisLockSettings;
 
 /// KEYS: lock, fence. ARGV: owner, lease ms, keep s. `{1, token}` when this
 /// owner holds the lock (taken now, or by an earlier copy of this call),
 /// else `{0, holder's PTTL}`.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{NEXT_FENCE}{}",
         r"
-local function next_fence(fence, keep)
-  if redis.call('EXISTS', fence) == 0 then
-    local t = redis.call('TIME')
-    redis.call('SET', fence, t[1] .. string.format('%06d', tonumber(t[2])))
-  end
-  local token = redis.call('INCR', fence)
-  redis.call('EXPIRE', fence, keep)
-  return token
-end
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
   return {1, tonumber(redis.call('GET', KEYS[2]) or next_fence(KEYS[2], ARGV[3]))}
@@ -80,8 +72,8 @@ if holder then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {1, next_fence(KEYS[2], ARGV[3])}
-",
-    )
+"
+    ))
 });
 
 /// KEYS: fence. ARGV: token, keep s. Raises the counter to `token` unless
@@ -95,30 +87,6 @@ if current < tonumber(ARGV[1]) then
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
-",
-    )
-});
-
-/// KEYS: lock. ARGV: owner. 1 if deleted, 0 if not held by `owner`.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-",
-    )
-});
-
-/// KEYS: lock. ARGV: owner, lease ms. 1 if renewed, 0 if not held.
-static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
 ",
     )
 });
@@ -262,14 +230,11 @@ impl Inner {
 
     /// Compare-and-delete on every master; how many deleted the lock.
     async fn release_all(&self, keys: &Keys, owner: &str) -> (usize, usize) {
-        let call = Call {
-            keys: vec![keys.lock.clone()],
-            args: vec![owner.to_owned()],
-        };
+        let call = delete(&keys.lock, owner);
         let answers = self
             .each(self.call_limit(None), |conn| {
                 let call = &call;
-                async move { conn.invoke::<i64>(&RELEASE, call).await }
+                async move { conn.invoke::<i64>(&DELETE, call).await }
             })
             .await;
         let deleted = answers
@@ -282,16 +247,13 @@ impl Inner {
 
     /// Compare-and-delete on the masters `which` only (best effort).
     async fn release_on(&self, keys: &Keys, owner: &str, which: &[usize]) {
-        let call = Call {
-            keys: vec![keys.lock.clone()],
-            args: vec![owner.to_owned()],
-        };
+        let call = delete(&keys.lock, owner);
         let limit = self.call_limit(None);
         join_all(which.iter().map(|&i| {
             let call = &call;
             let conn = &self.masters[i];
             async move {
-                let _ = tokio::time::timeout(limit, conn.invoke::<i64>(&RELEASE, call)).await;
+                let _ = tokio::time::timeout(limit, conn.invoke::<i64>(&DELETE, call)).await;
             }
         }))
         .await;
@@ -339,11 +301,7 @@ impl LeaseOps for Inner {
     /// lost when so many masters say "not held" that no majority can have
     /// it; otherwise (masters down) an error, which the watchdog retries.
     async fn extend(&self, key: &LockKey, owner: &str, lease: Duration) -> Result<bool, Failure> {
-        let keys = self.prefix.keys(key);
-        let call = Call {
-            keys: vec![keys.lock.clone()],
-            args: vec![owner.to_owned(), millis(lease).to_string()],
-        };
+        let call = extend(&self.prefix.keys(key).lock, owner, lease);
         let answers = self
             .each(self.call_limit(Some(lease)), |conn| {
                 let call = &call;

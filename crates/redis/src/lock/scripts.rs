@@ -9,7 +9,8 @@
 //! - [`RELEASE`]: compare-and-delete, or **hand-over**: the lock goes
 //!   straight to the first queued waiter whose wait has not run out (its
 //!   own lease, a new fencing token, a message to it on the channel).
-//! - [`EXTEND`]: compare-and-extend (the watchdog).
+//! - the watchdog's compare-and-extend is the shared
+//!   [`crate::scripts::EXTEND`].
 //! - [`LEAVE`]: a waiter or a given-up acquisition leaves: out of the
 //!   queue, optionally a tombstone so that a late copy of one of its
 //!   acquire attempts does nothing, and the lock released (or handed on) if
@@ -23,19 +24,10 @@ use concert_domain::Failure;
 use deadpool_redis::redis::Script;
 
 use crate::keys::Keys;
-use crate::scripts::{Call, KEEP, millis};
+use crate::scripts::{Call, KEEP, NEXT_FENCE, millis};
 
-/// Functions the scripts share.
-///
-/// `next_fence` seeds a missing counter with the server time in
-/// microseconds before `INCR`. Why an expired (or lost) counter stays
-/// monotonic: a counter seeded at time `T0` (µs) and incremented `n` times
-/// holds `T0 + n`; it expires only after a day without any acquisition, and
-/// is then re-seeded at `T1 >= T_last + 1 day`. The new tokens are larger
-/// as long as `n < T1 - T0`, that is as long as the key averaged fewer than
-/// one acquisition per microsecond over its life (Redis runs one script at
-/// a time and an acquisition script takes microseconds, so it cannot) and
-/// Redis' clock has not stepped back by more than the day of slack.
+/// Functions the scripts share, after [`NEXT_FENCE`] (`next_fence`, the
+/// fencing counter).
 ///
 /// `pass_on` frees the lock or hands it to the first queued waiter whose
 /// deadline (in Redis time) has not passed, dropping stale entries (at most
@@ -48,15 +40,6 @@ const FUNCTIONS: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function next_fence(fence, keep)
-  if redis.call('EXISTS', fence) == 0 then
-    local t = redis.call('TIME')
-    redis.call('SET', fence, t[1] .. string.format('%06d', tonumber(t[2])))
-  end
-  local token = redis.call('INCR', fence)
-  redis.call('EXPIRE', fence, keep)
-  return token
 end
 local function pass_on(lock, fence, queue, waiters, channel, keep)
   local now = nil
@@ -154,20 +137,12 @@ return 0
 ";
 
 /// KEYS: lock. ARGV: owner, lease ms. 1 if renewed, 0 if not held.
-const EXTEND_BODY: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-";
-
 pub(crate) static ACQUIRE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{FUNCTIONS}{ACQUIRE_BODY}")));
+    LazyLock::new(|| Script::new(&format!("{NEXT_FENCE}{FUNCTIONS}{ACQUIRE_BODY}")));
 pub(crate) static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{FUNCTIONS}{RELEASE_BODY}")));
+    LazyLock::new(|| Script::new(&format!("{NEXT_FENCE}{FUNCTIONS}{RELEASE_BODY}")));
 pub(crate) static LEAVE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{FUNCTIONS}{LEAVE_BODY}")));
-pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(EXTEND_BODY));
+    LazyLock::new(|| Script::new(&format!("{NEXT_FENCE}{FUNCTIONS}{LEAVE_BODY}")));
 
 /// What an acquire attempt does with the waiter queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,13 +219,6 @@ pub(crate) fn leave(keys: &Keys, owner: &str, tombstone: Option<Duration>) -> Ca
             keep(),
             tombstone.map_or(0, millis).to_string(),
         ],
-    }
-}
-
-pub(crate) fn extend(keys: &Keys, owner: &str, lease: Duration) -> Call {
-    Call {
-        keys: vec![keys.lock.clone()],
-        args: vec![owner.to_owned(), millis(lease).to_string()],
     }
 }
 
@@ -334,21 +302,11 @@ impl<'a> Notice<'a> {
 mod tests {
     use super::*;
     use crate::keys::Prefix;
+    use crate::scripts::highest;
     use concert_domain::LockKey;
 
     fn keys() -> Keys {
         Prefix::new("t").unwrap().keys(&LockKey::new("seat:1:01"))
-    }
-
-    /// The highest `KEYS[n]` / `ARGV[n]` a script body reads.
-    fn highest(body: &str, name: &str) -> usize {
-        body.match_indices(&format!("{name}["))
-            .map(|(at, m)| {
-                let rest = &body[at + m.len()..];
-                rest[..rest.find(']').unwrap()].parse::<usize>().unwrap()
-            })
-            .max()
-            .unwrap_or(0)
     }
 
     #[test]
@@ -362,7 +320,6 @@ mod tests {
             ),
             (RELEASE_BODY, release(&k, "o")),
             (LEAVE_BODY, leave(&k, "o", Some(lease))),
-            (EXTEND_BODY, extend(&k, "o", lease)),
         ] {
             assert_eq!(highest(body, "KEYS"), call.keys.len(), "{body}");
             assert_eq!(highest(body, "ARGV"), call.args.len(), "{body}");
@@ -377,7 +334,7 @@ mod tests {
 
     #[test]
     fn scripts_touch_keys_only_through_keys_or_the_shared_functions() {
-        for body in [ACQUIRE_BODY, RELEASE_BODY, LEAVE_BODY, EXTEND_BODY] {
+        for body in [ACQUIRE_BODY, RELEASE_BODY, LEAVE_BODY] {
             // no literal key names: a key is KEYS[n] or a function argument
             assert!(!body.contains("redis.call('GET', '"), "{body}");
             assert!(!body.contains("'{"), "{body}");

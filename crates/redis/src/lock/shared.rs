@@ -139,8 +139,8 @@ impl Cleaner for Arc<Core> {
 impl LeaseOps for Inner {
     async fn extend(&self, key: &LockKey, owner: &str, lease: Duration) -> Result<bool, Failure> {
         let core = &self.core;
-        let call = scripts::extend(&core.prefix.keys(key), owner, lease);
-        let extended: i64 = core.conn.invoke(&scripts::EXTEND, &call).await?;
+        let call = crate::scripts::extend(&core.prefix.keys(key).lock, owner, lease);
+        let extended: i64 = core.conn.invoke(&crate::scripts::EXTEND, &call).await?;
         Ok(extended == 1)
     }
 
