@@ -159,6 +159,20 @@ fn keep() -> String {
     KEEP.as_secs().to_string()
 }
 
+/// The `KEYS` of the acquire, release and leave scripts: the lock, its
+/// fence, its queue and waiters, and with `tombstone_of` the tombstone of
+/// that owner's acquisition.
+fn script_keys(keys: &Keys, tombstone_of: Option<&str>) -> Vec<String> {
+    let mut all = vec![
+        keys.lock.clone(),
+        keys.fence.clone(),
+        keys.queue.clone(),
+        keys.waiters.clone(),
+    ];
+    all.extend(tombstone_of.map(|owner| keys.gone(owner)));
+    all
+}
+
 pub(crate) fn acquire(
     keys: &Keys,
     owner: &str,
@@ -172,13 +186,7 @@ pub(crate) fn acquire(
         Queue::Leave => "l",
     };
     Call {
-        keys: vec![
-            keys.lock.clone(),
-            keys.fence.clone(),
-            keys.queue.clone(),
-            keys.waiters.clone(),
-            keys.gone(owner),
-        ],
+        keys: script_keys(keys, Some(owner)),
         args: vec![
             owner.to_owned(),
             millis(lease).to_string(),
@@ -191,12 +199,7 @@ pub(crate) fn acquire(
 
 pub(crate) fn release(keys: &Keys, owner: &str) -> Call {
     Call {
-        keys: vec![
-            keys.lock.clone(),
-            keys.fence.clone(),
-            keys.queue.clone(),
-            keys.waiters.clone(),
-        ],
+        keys: script_keys(keys, None),
         args: vec![owner.to_owned(), keys.channel.clone(), keep()],
     }
 }
@@ -206,13 +209,7 @@ pub(crate) fn release(keys: &Keys, owner: &str) -> Call {
 /// all answered).
 pub(crate) fn leave(keys: &Keys, owner: &str, tombstone: Option<Duration>) -> Call {
     Call {
-        keys: vec![
-            keys.lock.clone(),
-            keys.fence.clone(),
-            keys.queue.clone(),
-            keys.waiters.clone(),
-            keys.gone(owner),
-        ],
+        keys: script_keys(keys, Some(owner)),
         args: vec![
             owner.to_owned(),
             keys.channel.clone(),
