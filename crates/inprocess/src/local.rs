@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use concert_domain::{DistributedLock, Failure, Fence, HeldLock, LockKey, LockOptions};
 use tokio::time::Instant;
 
-use concert_locking::lease::{KeepAlive, Lease, LeaseOps, later, owner_token};
+use concert_locking::guard::{Guard, GuardOps, Release};
+use concert_locking::lease::{Lease, LeaseOps, later, owner_token};
 use concert_locking::stats::{LockCounters, LockStats};
 use concert_locking::waiters::Waiters;
 
@@ -28,7 +29,8 @@ pub struct LocalLock {
     inner: Arc<LocalInner>,
 }
 
-struct LocalInner {
+/// The shared state (public only as the parameter of [`LocalHeld`]).
+pub struct LocalInner {
     holders: Mutex<HashMap<LockKey, Holder>>,
     last_token: AtomicU64,
     waiters: Arc<Waiters>,
@@ -178,26 +180,18 @@ impl DistributedLock for LocalLock {
                         let token = inner.next_token();
                         drop(holders);
                         ticket.done();
-                        let fence = Fence::new(token);
-                        let keepalive = KeepAlive::start(
+                        return Ok(Box::new(LocalHeld::start(
                             inner.clone(),
                             Lease {
                                 key: key.clone(),
-                                owner: owner.clone(),
-                                fence: fence.clone(),
+                                owner,
+                                fence: Fence::new(token),
                                 lease: options.lease,
                                 watchdog: options.watchdog,
                                 started: now,
                                 max_hold: inner.max_hold,
                             },
-                        );
-                        return Ok(Box::new(LocalHeld {
-                            key: key.clone(),
-                            fence,
-                            owner,
-                            keepalive,
-                            inner: inner.clone(),
-                        }));
+                        )));
                     }
                 }
             };
@@ -214,49 +208,18 @@ impl DistributedLock for LocalLock {
 }
 
 /// One acquisition of a [`LocalLock`].
-pub struct LocalHeld {
-    key: LockKey,
-    fence: Fence,
-    owner: String,
-    keepalive: KeepAlive,
-    inner: Arc<LocalInner>,
-}
-
-impl fmt::Debug for LocalHeld {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalHeld")
-            .field("key", &self.key)
-            .field("fence", &self.fence.token())
-            .finish_non_exhaustive()
-    }
-}
+pub type LocalHeld = Guard<LocalInner>;
 
 #[async_trait]
-impl HeldLock for LocalHeld {
-    fn key(&self) -> &LockKey {
-        &self.key
-    }
+impl GuardOps for LocalInner {
+    const NAME: &'static str = "LocalHeld";
 
-    fn fence(&self) -> &Fence {
-        &self.fence
-    }
-
-    async fn release(self: Box<Self>) -> Result<(), Failure> {
-        let LocalHeld {
-            key,
-            owner,
-            keepalive,
-            inner,
-            ..
-        } = *self;
-        keepalive.stop();
-        let released = inner.release_now(&key, &owner);
-        keepalive.disarm();
-        if released {
+    async fn release(self: &Arc<Self>, key: &LockKey, owner: &str, _: &Fence) -> Release {
+        Release::Answered(if self.release_now(key, owner) {
             Ok(())
         } else {
             Err(Failure::LockLost)
-        }
+        })
     }
 }
 

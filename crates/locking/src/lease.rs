@@ -2,8 +2,9 @@
 //! lives as long as a held lock.
 //!
 //! An adapter implements [`LeaseOps`] (compare-and-extend, release without
-//! waiting, its counters) and attaches one [`KeepAlive`] to each of its own
-//! guard types. The keep-alive then guarantees, for every adapter alike:
+//! waiting, its counters); each of its guards holds one [`KeepAlive`] (the
+//! adapters' guards are all [`crate::guard::Guard`], which starts it). The
+//! keep-alive then guarantees, for every adapter alike:
 //!
 //! - with the watchdog on, the lease is renewed every third of it while the
 //!   guard lives, for at most the adapter's maximum hold time;

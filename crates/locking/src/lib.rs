@@ -5,10 +5,13 @@
 //!
 //! - [`lease`]: the keep-alive of a held lock (watchdog, lost-lease flag,
 //!   release on drop, maximum hold time), owner tokens;
+//! - [`guard`]: the one guard type of the lock adapters, over their
+//!   [`guard::GuardOps`];
 //! - [`waiters`]: the registry of waiting acquisitions (wake one per
 //!   release, hand-over to a given waiter, resync);
 //! - [`stats`]: the counters the lab reads.
 
+pub mod guard;
 pub mod lease;
 pub mod stats;
 pub mod waiters;

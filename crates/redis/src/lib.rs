@@ -16,41 +16,38 @@
 //! renews every third of the lease and flags the guard's [`Fence`] as lost
 //! when it cannot; a guard dropped without release is released in the
 //! background, while a leaked guard (`std::mem::forget`) behaves like a
-//! crashed holder. The lease machinery is the one of
-//! [`concert_locking::lease`], shared with the in-process lock. See
-//! `docs/locking.md`.
+//! crashed holder. The lease machinery and the guard type are those of
+//! [`concert_locking::lease`] and [`concert_locking::guard`], shared with
+//! the in-process lock. See `docs/locking.md`.
 //!
-//! Modules by job: `keys` (key layout), `scripts` (the Lua
-//! scripts), `connection` (the shared command connection and the
-//! translation of Redis errors), `subscriber` (the pub/sub connection and
-//! its dispatcher), `cleanup` (background clean-up after failures), `locks`
-//! (the shared state), `lock` (acquire policies and the guard).
+//! Modules by job: `keys` (key layout), `scripts` (what every script call
+//! shares), `connection` (the shared command connection and the
+//! translation of Redis errors), `pubsub` (what the pub/sub listeners
+//! share), `lock` (the single-master locks, see its
+//! module docs), `redlock`, `room`, `streams`, `queue`.
 //!
 //! [`DistributedLock`]: concert_domain::DistributedLock
 //! [`Failure::LockLost`]: concert_domain::Failure::LockLost
 //! [`Fence`]: concert_domain::Fence
 
 mod backoff;
-mod cleanup;
 mod connection;
 mod keys;
 mod lock;
-mod locks;
+mod pubsub;
 mod queue;
 mod redlock;
 mod room;
 mod scripts;
 mod settings;
 pub mod streams;
-mod subscriber;
 
 #[cfg(test)]
 mod tests;
 
 pub use backoff::SpinBackoff;
 pub use concert_locking::LockStats;
-pub use lock::{RedisHeld, RedisLock};
-pub use locks::RedisLocks;
+pub use lock::{RedisHeld, RedisLock, RedisLocks};
 pub use queue::{Consumers, QueueSettings, RedisQueue};
 pub use redlock::{RedLock, RedLockHeld};
 pub use room::{ROOM_KEEP, RedisWaitingRoom};

@@ -45,31 +45,24 @@ use std::time::Duration;
 use anyhow::anyhow;
 use async_trait::async_trait;
 use concert_domain::{DistributedLock, Failure, Fence, HeldLock, LockKey, LockOptions};
-use concert_locking::lease::{KeepAlive, Lease, LeaseOps, later, owner_token};
+use concert_locking::guard::{Guard, GuardOps, Release};
+use concert_locking::lease::{Lease, LeaseOps, later, owner_token};
 use concert_locking::stats::{LockCounters, LockStats};
 use deadpool_redis::redis::Script;
 use tokio::time::Instant;
 
 use crate::connection::Connection;
 use crate::keys::{Keys, Prefix};
-use crate::scripts::{Call, KEEP, millis};
+use crate::scripts::{Call, DELETE, EXTEND, KEEP, NEXT_FENCE, delete, extend, millis};
 use crate::settings::RedisLockSettings;
 
 /// KEYS: lock, fence. ARGV: owner, lease ms, keep s. `{1, token}` when this
 /// owner holds the lock (taken now, or by an earlier copy of this call),
 /// else `{0, holder's PTTL}`.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{NEXT_FENCE}{}",
         r"
-local function next_fence(fence, keep)
-  if redis.call('EXISTS', fence) == 0 then
-    local t = redis.call('TIME')
-    redis.call('SET', fence, t[1] .. string.format('%06d', tonumber(t[2])))
-  end
-  local token = redis.call('INCR', fence)
-  redis.call('EXPIRE', fence, keep)
-  return token
-end
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
   return {1, tonumber(redis.call('GET', KEYS[2]) or next_fence(KEYS[2], ARGV[3]))}
@@ -79,8 +72,8 @@ if holder then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {1, next_fence(KEYS[2], ARGV[3])}
-",
-    )
+"
+    ))
 });
 
 /// KEYS: fence. ARGV: token, keep s. Raises the counter to `token` unless
@@ -94,30 +87,6 @@ if current < tonumber(ARGV[1]) then
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
-",
-    )
-});
-
-/// KEYS: lock. ARGV: owner. 1 if deleted, 0 if not held by `owner`.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-",
-    )
-});
-
-/// KEYS: lock. ARGV: owner, lease ms. 1 if renewed, 0 if not held.
-static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
 ",
     )
 });
@@ -136,7 +105,9 @@ pub struct RedLock {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+/// The masters and what every acquisition shares (public only as the
+/// parameter of [`RedLockHeld`]).
+pub struct Inner {
     masters: Vec<Connection>,
     prefix: Prefix,
     settings: RedisLockSettings,
@@ -259,14 +230,11 @@ impl Inner {
 
     /// Compare-and-delete on every master; how many deleted the lock.
     async fn release_all(&self, keys: &Keys, owner: &str) -> (usize, usize) {
-        let call = Call {
-            keys: vec![keys.lock.clone()],
-            args: vec![owner.to_owned()],
-        };
+        let call = delete(&keys.lock, owner);
         let answers = self
             .each(self.call_limit(None), |conn| {
                 let call = &call;
-                async move { conn.invoke::<i64>(&RELEASE, call).await }
+                async move { conn.invoke::<i64>(&DELETE, call).await }
             })
             .await;
         let deleted = answers
@@ -279,16 +247,13 @@ impl Inner {
 
     /// Compare-and-delete on the masters `which` only (best effort).
     async fn release_on(&self, keys: &Keys, owner: &str, which: &[usize]) {
-        let call = Call {
-            keys: vec![keys.lock.clone()],
-            args: vec![owner.to_owned()],
-        };
+        let call = delete(&keys.lock, owner);
         let limit = self.call_limit(None);
         join_all(which.iter().map(|&i| {
             let call = &call;
             let conn = &self.masters[i];
             async move {
-                let _ = tokio::time::timeout(limit, conn.invoke::<i64>(&RELEASE, call)).await;
+                let _ = tokio::time::timeout(limit, conn.invoke::<i64>(&DELETE, call)).await;
             }
         }))
         .await;
@@ -336,11 +301,7 @@ impl LeaseOps for Inner {
     /// lost when so many masters say "not held" that no majority can have
     /// it; otherwise (masters down) an error, which the watchdog retries.
     async fn extend(&self, key: &LockKey, owner: &str, lease: Duration) -> Result<bool, Failure> {
-        let keys = self.prefix.keys(key);
-        let call = Call {
-            keys: vec![keys.lock.clone()],
-            args: vec![owner.to_owned(), millis(lease).to_string()],
-        };
+        let call = extend(&self.prefix.keys(key).lock, owner, lease);
         let answers = self
             .each(self.call_limit(Some(lease)), |conn| {
                 let call = &call;
@@ -456,13 +417,12 @@ impl DistributedLock for RedLock {
                     .await;
                 let floored = floors.iter().filter(|a| matches!(a, Answer::Ok(1))).count();
                 if floored >= quorum && started.elapsed() < validity {
-                    let fence = Fence::new(token);
-                    let keepalive = KeepAlive::start(
+                    return Ok(Box::new(RedLockHeld::start(
                         inner.clone(),
                         Lease {
                             key: key.clone(),
-                            owner: owner.clone(),
-                            fence: fence.clone(),
+                            owner,
+                            fence: Fence::new(token),
                             // The holder's view of the lease ends before
                             // any master's, drift included.
                             lease: options.lease.saturating_sub(drift(options.lease)),
@@ -470,15 +430,7 @@ impl DistributedLock for RedLock {
                             started,
                             max_hold: inner.settings.max_hold,
                         },
-                    );
-                    return Ok(Box::new(RedLockHeld {
-                        key: key.clone(),
-                        keys,
-                        fence,
-                        owner,
-                        keepalive,
-                        inner: inner.clone(),
-                    }));
+                    )));
                 }
             }
             // Not acquired: give back what this attempt took, on the
@@ -516,63 +468,31 @@ impl DistributedLock for RedLock {
 }
 
 /// One acquisition of a [`RedLock`].
-pub struct RedLockHeld {
-    key: LockKey,
-    keys: Keys,
-    fence: Fence,
-    owner: String,
-    keepalive: KeepAlive,
-    inner: Arc<Inner>,
-}
-
-impl fmt::Debug for RedLockHeld {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedLockHeld")
-            .field("key", &self.key)
-            .field("fence", &self.fence.token())
-            .finish_non_exhaustive()
-    }
-}
+pub type RedLockHeld = Guard<Inner>;
 
 #[async_trait]
-impl HeldLock for RedLockHeld {
-    fn key(&self) -> &LockKey {
-        &self.key
-    }
-
-    fn fence(&self) -> &Fence {
-        &self.fence
-    }
+impl GuardOps for Inner {
+    const NAME: &'static str = "RedLockHeld";
 
     /// Compare-and-delete on every master. [`Failure::LockLost`] unless a
     /// majority still had the lock; masters that did not answer are
     /// released in the background.
-    async fn release(self: Box<Self>) -> Result<(), Failure> {
-        let RedLockHeld {
-            key,
-            keys,
-            owner,
-            keepalive,
-            inner,
-            fence,
-        } = *self;
-        keepalive.stop();
-        let (deleted, down) = inner.release_all(&keys, &owner).await;
-        keepalive.disarm();
+    async fn release(self: &Arc<Self>, key: &LockKey, owner: &str, fence: &Fence) -> Release {
+        let (deleted, down) = self.release_all(&self.prefix.keys(key), owner).await;
         if down > 0 {
-            inner.clone().release_detached(key, owner);
+            self.clone().release_detached(key.clone(), owner.to_owned());
         }
-        if deleted >= inner.quorum() && !fence.is_lost() {
+        Release::Answered(if deleted >= self.quorum() && !fence.is_lost() {
             Ok(())
-        } else if deleted + down >= inner.quorum() && !fence.is_lost() {
+        } else if deleted + down >= self.quorum() && !fence.is_lost() {
             // Masters down: whether the lock was still held is unknown.
             Err(Failure::unavailable(anyhow!(
                 "only {deleted} of {} Redis masters confirmed the release",
-                inner.masters.len()
+                self.masters.len()
             )))
         } else {
             Err(Failure::LockLost)
-        }
+        })
     }
 }
 

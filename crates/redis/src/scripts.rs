@@ -1,176 +1,21 @@
-//! The Lua scripts of the Redis lock, their arguments and their replies.
-//! Each lock operation is one script, so one round trip and atomic; every
-//! key a script touches is passed in `KEYS` and shares the lock's hash tag
-//! (see [`crate::keys`]).
-//!
-//! - [`ACQUIRE`]: one attempt. Takes a free lock (`SET NX PX`) with a new
-//!   fencing token, recognises a lock already handed to this owner, and
-//!   otherwise (pub/sub) joins the key's waiter queue.
-//! - [`RELEASE`]: compare-and-delete, or **hand-over**: the lock goes
-//!   straight to the first queued waiter whose wait has not run out (its
-//!   own lease, a new fencing token, a message to it on the channel).
-//! - [`EXTEND`]: compare-and-extend (the watchdog).
-//! - [`LEAVE`]: a waiter or a given-up acquisition leaves: out of the
-//!   queue, optionally a tombstone so that a late copy of one of its
-//!   acquire attempts does nothing, and the lock released (or handed on) if
-//!   it had become this owner's.
+//! What every Lua script call of this crate shares: [`Call`] (the `KEYS`
+//! and `ARGV` of one call, run by [`crate::connection::Connection`]),
+//! [`millis`] (durations as script arguments) and [`KEEP`]; and the
+//! scripts more than one adapter runs: compare-and-extend ([`EXTEND`]) and
+//! compare-and-delete ([`DELETE`]) of an owner's key (the lock watchdogs,
+//! the RedLock, the queue's partition leases), and the fencing counter
+//! ([`NEXT_FENCE`], the lock's and the RedLock's acquisitions). The other
+//! scripts live with their adapters: `lock/scripts.rs`, `queue/scripts.rs`,
+//! `room/scripts.rs`, and the RedLock's in `redlock.rs`.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use anyhow::anyhow;
-use concert_domain::Failure;
 use deadpool_redis::redis::{Script, ScriptInvocation};
-
-use crate::keys::Keys;
 
 /// How long the bookkeeping keys of an idle lock live: the fence counter
 /// and the waiter queue expire a day after their last use.
 pub(crate) const KEEP: Duration = Duration::from_secs(24 * 3600);
-
-/// Functions the scripts share.
-///
-/// `next_fence` seeds a missing counter with the server time in
-/// microseconds before `INCR`. Why an expired (or lost) counter stays
-/// monotonic: a counter seeded at time `T0` (µs) and incremented `n` times
-/// holds `T0 + n`; it expires only after a day without any acquisition, and
-/// is then re-seeded at `T1 >= T_last + 1 day`. The new tokens are larger
-/// as long as `n < T1 - T0`, that is as long as the key averaged fewer than
-/// one acquisition per microsecond over its life (Redis runs one script at
-/// a time and an acquisition script takes microseconds, so it cannot) and
-/// Redis' clock has not stepped back by more than the day of slack.
-///
-/// `pass_on` frees the lock or hands it to the first queued waiter whose
-/// deadline (in Redis time) has not passed, dropping stale entries (at most
-/// 16 per call, so a release stays O(log n)); after a hand-over the lock
-/// holds the waiter's token with the waiter's lease, the fence has moved
-/// on, and `h <owner> <token>` is published. A plain release publishes `r`
-/// only while waiters remain queued (an uncontended release sends no
-/// message). Returns 2 when handed over, 1 when freed.
-const FUNCTIONS: &str = r"
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function next_fence(fence, keep)
-  if redis.call('EXISTS', fence) == 0 then
-    local t = redis.call('TIME')
-    redis.call('SET', fence, t[1] .. string.format('%06d', tonumber(t[2])))
-  end
-  local token = redis.call('INCR', fence)
-  redis.call('EXPIRE', fence, keep)
-  return token
-end
-local function pass_on(lock, fence, queue, waiters, channel, keep)
-  local now = nil
-  for _ = 1, 16 do
-    local first = redis.call('ZRANGE', queue, 0, 0)[1]
-    if not first then break end
-    redis.call('ZREM', queue, first)
-    local entry = redis.call('HGET', waiters, first)
-    redis.call('HDEL', waiters, first)
-    if entry then
-      local lease, deadline = string.match(entry, '^(%d+) (%d+)$')
-      now = now or now_ms()
-      if lease and tonumber(deadline) > now then
-        redis.call('SET', lock, first, 'PX', lease)
-        local token = next_fence(fence, keep)
-        redis.call('PUBLISH', channel, 'h ' .. first .. ' ' .. string.format('%.0f', token))
-        return 2
-      end
-    end
-  end
-  redis.call('DEL', lock)
-  if redis.call('EXISTS', queue) == 1 then
-    redis.call('PUBLISH', channel, 'r')
-  end
-  return 1
-end
-";
-
-/// KEYS: lock, fence, queue, waiters, gone. ARGV: owner, lease ms, queue
-/// mode (`n` never queue, `q` join the queue if held, `l` last attempt:
-/// leave the queue if held), wait ms, keep s.
-///
-/// Returns `{1, token}` when this owner holds the lock (just taken, or
-/// handed over earlier: then the current fence, which no other acquisition
-/// can have moved since), `{0, holder's PTTL ms}` when held by another, and
-/// `{-1, 0}` when this acquisition has a tombstone (it gave up). Running it
-/// twice for one owner is harmless, so a retry after a lost reply is safe.
-const ACQUIRE_BODY: &str = r"
-local owner, mode = ARGV[1], ARGV[3]
-if redis.call('EXISTS', KEYS[5]) == 1 then
-  return {-1, 0}
-end
-local holder = redis.call('GET', KEYS[1])
-if holder == owner then
-  local token = redis.call('GET', KEYS[2])
-  if token then return {1, tonumber(token)} end
-  return {1, next_fence(KEYS[2], ARGV[5])}
-end
-if not holder then
-  redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
-  if mode ~= 'n' then
-    redis.call('ZREM', KEYS[3], owner)
-    redis.call('HDEL', KEYS[4], owner)
-  end
-  return {1, next_fence(KEYS[2], ARGV[5])}
-end
-if mode == 'q' then
-  local t = redis.call('TIME')
-  redis.call('ZADD', KEYS[3], 'NX', t[1] .. string.format('%06d', tonumber(t[2])), owner)
-  local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4])
-  redis.call('HSET', KEYS[4], owner, ARGV[2] .. ' ' .. string.format('%.0f', deadline))
-  redis.call('EXPIRE', KEYS[3], ARGV[5])
-  redis.call('EXPIRE', KEYS[4], ARGV[5])
-elseif mode == 'l' then
-  redis.call('ZREM', KEYS[3], owner)
-  redis.call('HDEL', KEYS[4], owner)
-end
-return {0, redis.call('PTTL', KEYS[1])}
-";
-
-/// KEYS: lock, fence, queue, waiters. ARGV: owner, channel, keep s.
-/// Returns 0 when `owner` does not hold the lock (nothing touched), else
-/// what `pass_on` returns.
-const RELEASE_BODY: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
-return pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3])
-";
-
-/// KEYS: lock, fence, queue, waiters, gone. ARGV: owner, channel, keep s,
-/// tombstone ms (`0`: none). Leaves the queue, sets the tombstone, and
-/// releases (or hands on) the lock if this owner holds it; returns like
-/// [`RELEASE`].
-const LEAVE_BODY: &str = r"
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
-if ARGV[4] ~= '0' then
-  redis.call('SET', KEYS[5], '1', 'PX', ARGV[4])
-end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3])
-end
-return 0
-";
-
-/// KEYS: lock. ARGV: owner, lease ms. 1 if renewed, 0 if not held.
-const EXTEND_BODY: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-";
-
-pub(crate) static ACQUIRE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{FUNCTIONS}{ACQUIRE_BODY}")));
-pub(crate) static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{FUNCTIONS}{RELEASE_BODY}")));
-pub(crate) static LEAVE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{FUNCTIONS}{LEAVE_BODY}")));
-pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(EXTEND_BODY));
 
 /// A duration in whole milliseconds for `PX`/`PEXPIRE` and deadlines: at
 /// least 1, at most ten years (Redis refuses expiry times that overflow its
@@ -178,17 +23,6 @@ pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(EXTEND
 pub(crate) fn millis(d: Duration) -> u64 {
     const MAX: u64 = 10 * 365 * 24 * 3600 * 1000;
     u64::try_from(d.as_millis()).unwrap_or(MAX).clamp(1, MAX)
-}
-
-/// What an acquire attempt does with the waiter queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Queue {
-    /// Simple and spin locks: never queued.
-    Never,
-    /// Pub/sub with budget left: join (or keep the place) if held.
-    Join,
-    /// Pub/sub, budget spent: leave the queue if held.
-    Leave,
 }
 
 /// The `KEYS` and `ARGV` of one script call.
@@ -211,270 +45,100 @@ impl Call {
     }
 }
 
-fn keep() -> String {
-    KEEP.as_secs().to_string()
-}
+/// The Lua function `next_fence(fence, keep)`, which scripts prepend: the
+/// next fencing token of a key's counter `fence`, which then expires
+/// `keep` seconds later.
+///
+/// It seeds a missing counter with the server time in microseconds before
+/// `INCR`. Why an expired (or lost) counter stays monotonic: a counter
+/// seeded at time `T0` (µs) and incremented `n` times holds `T0 + n`; it
+/// expires only after a day without any acquisition, and is then re-seeded
+/// at `T1 >= T_last + 1 day`. The new tokens are larger as long as
+/// `n < T1 - T0`, that is as long as the key averaged fewer than one
+/// acquisition per microsecond over its life (Redis runs one script at a
+/// time and an acquisition script takes microseconds, so it cannot) and
+/// Redis' clock has not stepped back by more than the day of slack.
+pub(crate) const NEXT_FENCE: &str = r"
+local function next_fence(fence, keep)
+  if redis.call('EXISTS', fence) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', fence, t[1] .. string.format('%06d', tonumber(t[2])))
+  end
+  local token = redis.call('INCR', fence)
+  redis.call('EXPIRE', fence, keep)
+  return token
+end
+";
 
-pub(crate) fn acquire(
-    keys: &Keys,
-    owner: &str,
-    lease: Duration,
-    queue: Queue,
-    wait: Duration,
-) -> Call {
-    let mode = match queue {
-        Queue::Never => "n",
-        Queue::Join => "q",
-        Queue::Leave => "l",
-    };
-    Call {
-        keys: vec![
-            keys.lock.clone(),
-            keys.fence.clone(),
-            keys.queue.clone(),
-            keys.waiters.clone(),
-            keys.gone(owner),
-        ],
-        args: vec![
-            owner.to_owned(),
-            millis(lease).to_string(),
-            mode.to_owned(),
-            millis(wait).to_string(),
-            keep(),
-        ],
-    }
-}
+/// KEYS: key. ARGV: owner, lease ms. 1 if renewed, 0 if `owner` does not
+/// hold the key.
+const EXTEND_BODY: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
 
-pub(crate) fn release(keys: &Keys, owner: &str) -> Call {
-    Call {
-        keys: vec![
-            keys.lock.clone(),
-            keys.fence.clone(),
-            keys.queue.clone(),
-            keys.waiters.clone(),
-        ],
-        args: vec![owner.to_owned(), keys.channel.clone(), keep()],
-    }
-}
+/// KEYS: key. ARGV: owner. 1 if deleted, 0 if `owner` does not hold the
+/// key (another owner's key is never deleted).
+const DELETE_BODY: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
 
-/// `tombstone`: how long a late copy of one of this owner's acquire
-/// attempts must find it gone (`None` for a dropped guard, whose attempts
-/// all answered).
-pub(crate) fn leave(keys: &Keys, owner: &str, tombstone: Option<Duration>) -> Call {
-    Call {
-        keys: vec![
-            keys.lock.clone(),
-            keys.fence.clone(),
-            keys.queue.clone(),
-            keys.waiters.clone(),
-            keys.gone(owner),
-        ],
-        args: vec![
-            owner.to_owned(),
-            keys.channel.clone(),
-            keep(),
-            tombstone.map_or(0, millis).to_string(),
-        ],
-    }
-}
+/// Compare-and-extend (see [`extend`]).
+pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(EXTEND_BODY));
+/// Compare-and-delete (see [`delete`]).
+pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(DELETE_BODY));
 
-pub(crate) fn extend(keys: &Keys, owner: &str, lease: Duration) -> Call {
+/// The [`EXTEND`] call: sets the TTL of `key` to `lease` if `owner` holds
+/// it.
+pub(crate) fn extend(key: &str, owner: &str, lease: Duration) -> Call {
     Call {
-        keys: vec![keys.lock.clone()],
+        keys: vec![key.to_owned()],
         args: vec![owner.to_owned(), millis(lease).to_string()],
     }
 }
 
-/// The outcome of one [`ACQUIRE`] call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Attempt {
-    /// This owner holds the lock, with this fencing token.
-    Acquired(u64),
-    /// Another owner holds it; its remaining lease if it has one.
-    Held(Option<Duration>),
-    /// This acquisition had given up (its tombstone is set).
-    Abandoned,
-}
-
-impl Attempt {
-    pub fn from_reply((status, n): (i64, i64)) -> Result<Self, Failure> {
-        match status {
-            1 => u64::try_from(n)
-                .map(Attempt::Acquired)
-                .map_err(|_| Failure::unknown(anyhow!("negative fencing token {n}"))),
-            0 => Ok(Attempt::Held(
-                u64::try_from(n).ok().map(Duration::from_millis),
-            )),
-            -1 => Ok(Attempt::Abandoned),
-            other => Err(Failure::unknown(anyhow!(
-                "unexpected acquire reply {other}"
-            ))),
-        }
+/// The [`DELETE`] call: deletes `key` if `owner` holds it.
+pub(crate) fn delete(key: &str, owner: &str) -> Call {
+    Call {
+        keys: vec![key.to_owned()],
+        args: vec![owner.to_owned()],
     }
 }
 
-/// The outcome of a [`RELEASE`] or [`LEAVE`] call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Released {
-    /// The owner did not hold the lock: nothing was deleted.
-    NotHeld,
-    /// The lock is free.
-    Freed,
-    /// The lock went to the next waiter.
-    HandedOver,
-}
-
-impl Released {
-    pub fn from_reply(reply: i64) -> Result<Self, Failure> {
-        match reply {
-            0 => Ok(Released::NotHeld),
-            1 => Ok(Released::Freed),
-            2 => Ok(Released::HandedOver),
-            other => Err(Failure::unknown(anyhow!(
-                "unexpected release reply {other}"
-            ))),
-        }
-    }
-}
-
-/// A message on a lock's release channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Notice<'a> {
-    /// The lock was freed with waiters queued: one of them should retry.
-    Freed,
-    /// The lock was handed to `owner` with fencing token `token`.
-    Handed { owner: &'a str, token: u64 },
-}
-
-impl<'a> Notice<'a> {
-    pub fn parse(payload: &'a [u8]) -> Option<Self> {
-        let text = std::str::from_utf8(payload).ok()?;
-        let mut words = text.split_ascii_whitespace();
-        match (words.next()?, words.next(), words.next(), words.next()) {
-            ("r", None, None, None) => Some(Notice::Freed),
-            ("h", Some(owner), Some(token), None) => Some(Notice::Handed {
-                owner,
-                token: token.parse().ok()?,
-            }),
-            _ => None,
-        }
-    }
+/// The highest `KEYS[n]` / `ARGV[n]` a script body reads (for the tests
+/// that check each call passes exactly what its script reads).
+#[cfg(test)]
+pub(crate) fn highest(body: &str, name: &str) -> usize {
+    body.match_indices(&format!("{name}["))
+        .map(|(at, m)| {
+            let rest = &body[at + m.len()..];
+            rest[..rest.find(']').unwrap()].parse::<usize>().unwrap()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::Prefix;
-    use concert_domain::LockKey;
-
-    fn keys() -> Keys {
-        Prefix::new("t").unwrap().keys(&LockKey::new("seat:1:01"))
-    }
-
-    /// The highest `KEYS[n]` / `ARGV[n]` a script body reads.
-    fn highest(body: &str, name: &str) -> usize {
-        body.match_indices(&format!("{name}["))
-            .map(|(at, m)| {
-                let rest = &body[at + m.len()..];
-                rest[..rest.find(']').unwrap()].parse::<usize>().unwrap()
-            })
-            .max()
-            .unwrap_or(0)
-    }
 
     #[test]
-    fn every_call_passes_exactly_what_its_script_reads() {
-        let k = keys();
-        let lease = Duration::from_secs(10);
+    fn the_shared_calls_pass_exactly_what_their_scripts_read() {
+        let lease = Duration::from_micros(1500);
         for (body, call) in [
-            (
-                ACQUIRE_BODY,
-                acquire(&k, "o", lease, Queue::Join, Duration::from_secs(5)),
-            ),
-            (RELEASE_BODY, release(&k, "o")),
-            (LEAVE_BODY, leave(&k, "o", Some(lease))),
-            (EXTEND_BODY, extend(&k, "o", lease)),
+            (EXTEND_BODY, extend("{t:k}", "o", lease)),
+            (DELETE_BODY, delete("{t:k}", "o")),
         ] {
             assert_eq!(highest(body, "KEYS"), call.keys.len(), "{body}");
             assert_eq!(highest(body, "ARGV"), call.args.len(), "{body}");
-            // cluster-safe: every key in one slot (one hash tag)
-            assert!(
-                call.keys
-                    .iter()
-                    .all(|key| key.starts_with("{t:seat:1:01}:"))
-            );
         }
-    }
-
-    #[test]
-    fn scripts_touch_keys_only_through_keys_or_the_shared_functions() {
-        for body in [ACQUIRE_BODY, RELEASE_BODY, LEAVE_BODY, EXTEND_BODY] {
-            // no literal key names: a key is KEYS[n] or a function argument
-            assert!(!body.contains("redis.call('GET', '"), "{body}");
-            assert!(!body.contains("'{"), "{body}");
-        }
-        // the release and leave scripts hand over through the one function
-        assert!(RELEASE_BODY.contains("pass_on(") && LEAVE_BODY.contains("pass_on("));
-        assert!(FUNCTIONS.contains("for _ = 1, 16 do"), "bounded skipping");
-        assert_ne!(ACQUIRE.get_hash(), RELEASE.get_hash());
-    }
-
-    #[test]
-    fn arguments_are_whole_milliseconds_and_modes() {
-        let k = keys();
-        let call = acquire(
-            &k,
-            "owner1",
-            Duration::from_micros(1500),
-            Queue::Never,
-            Duration::MAX,
-        );
-        assert_eq!(
-            call.args,
-            ["owner1", "1", "n", "315360000000", "86400"].map(String::from)
-        );
-        assert_eq!(call.keys[4], "{t:seat:1:01}:gone:owner1");
-        assert_eq!(
-            acquire(&k, "o", Duration::ZERO, Queue::Leave, Duration::ZERO).args[..4],
-            ["o", "1", "l", "1"].map(String::from)
-        );
-        assert_eq!(leave(&k, "o", None).args[3], "0");
-        assert_eq!(
-            leave(&k, "o", Some(Duration::from_secs(60))).args[3],
-            "60000"
-        );
-        assert_eq!(release(&k, "o").args[1], "{t:seat:1:01}:released");
-    }
-
-    #[test]
-    fn replies_parse_into_outcomes() {
-        assert_eq!(Attempt::from_reply((1, 42)).unwrap(), Attempt::Acquired(42));
-        assert_eq!(
-            Attempt::from_reply((0, 250)).unwrap(),
-            Attempt::Held(Some(Duration::from_millis(250)))
-        );
-        assert_eq!(Attempt::from_reply((0, -1)).unwrap(), Attempt::Held(None));
-        assert_eq!(Attempt::from_reply((-1, 0)).unwrap(), Attempt::Abandoned);
-        assert!(Attempt::from_reply((1, -5)).is_err());
-        assert!(Attempt::from_reply((7, 0)).is_err());
-        assert_eq!(Released::from_reply(0).unwrap(), Released::NotHeld);
-        assert_eq!(Released::from_reply(1).unwrap(), Released::Freed);
-        assert_eq!(Released::from_reply(2).unwrap(), Released::HandedOver);
-        assert!(Released::from_reply(3).is_err());
-    }
-
-    #[test]
-    fn notices_parse_and_junk_is_ignored() {
-        assert_eq!(Notice::parse(b"r"), Some(Notice::Freed));
-        assert_eq!(
-            Notice::parse(b"h abc 1700000000123457"),
-            Some(Notice::Handed {
-                owner: "abc",
-                token: 1_700_000_000_123_457
-            })
-        );
-        for junk in [&b""[..], b"released", b"h abc", b"h abc x", b"r r", b"\xff"] {
-            assert_eq!(Notice::parse(junk), None, "{junk:?}");
-        }
+        assert_eq!(extend("k", "o", lease).args, ["o", "1"]);
+        assert_eq!(highest(NEXT_FENCE, "KEYS") + highest(NEXT_FENCE, "ARGV"), 0);
+        assert_ne!(EXTEND.get_hash(), DELETE.get_hash());
     }
 }

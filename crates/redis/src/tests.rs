@@ -13,7 +13,8 @@ use deadpool_redis::redis::{self, Client};
 use tokio::time::{Instant, timeout};
 
 use crate::keys::Keys;
-use crate::scripts::{self, Attempt, Queue, Released};
+use crate::lock::scripts::{Attempt, Queue, Released};
+use crate::scripts;
 use crate::{RedisLockSettings, RedisLocks};
 use concert_testkit::OwnRedis;
 

@@ -36,8 +36,9 @@ use deadpool_redis::redis::{self, AsyncConnectionConfig, Value};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::scripts::{self, ACQUIRE, ANSWER, Answer, EXTEND, RELEASE};
+use super::scripts::{self, ACQUIRE, ANSWER, Answer};
 use super::{GROUP, QueueCore, RedisQueue, wire};
+use crate::scripts::{DELETE, EXTEND, delete, extend};
 
 /// The partition consumers of one instance (see the module docs).
 /// Dropping it stops them and releases their leases in the background.
@@ -198,7 +199,7 @@ struct Leases(Arc<State>);
 #[async_trait]
 impl LeaseOps for Leases {
     async fn extend(&self, key: &LockKey, owner: &str, lease: Duration) -> Result<bool, Failure> {
-        let call = scripts::extend(key.as_str(), owner, lease);
+        let call = extend(key.as_str(), owner, lease);
         let extended: i64 = self.0.core.conn.invoke(&EXTEND, &call).await?;
         Ok(extended == 1)
     }
@@ -209,8 +210,8 @@ impl LeaseOps for Leases {
         }
         let core = self.0.core.clone();
         let release = tokio::spawn(async move {
-            let call = scripts::release(key.as_str(), &owner);
-            if let Err(e) = core.conn.invoke::<i64>(&RELEASE, &call).await {
+            let call = delete(key.as_str(), &owner);
+            if let Err(e) = core.conn.invoke::<i64>(&DELETE, &call).await {
                 tracing::warn!(%key, error = %e, "releasing a partition lease failed; it runs out");
             }
         });

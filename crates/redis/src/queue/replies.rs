@@ -8,25 +8,17 @@
 //! request's outcome key instead.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-use anyhow::Context as _;
 use concert_domain::Failure;
-use deadpool_redis::redis::aio::{PubSubSink, PubSubStream};
-use deadpool_redis::redis::{self, Client, Value};
-use futures_core::Stream;
+use deadpool_redis::redis::Client;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::backoff::SpinBackoff;
+use crate::pubsub::{self, Topic, reconnect_delay};
 use crate::queue::wire;
 use crate::settings::RedisLockSettings;
-
-/// How often the listener checks that its connection answers.
-const HEALTH_CHECK: Duration = Duration::from_secs(5);
 
 type Waiting = HashMap<String, oneshot::Sender<String>>;
 
@@ -122,35 +114,19 @@ impl Listener {
         board: Arc<Board>,
         settings: RedisLockSettings,
     ) -> Result<Self, Failure> {
-        let client = Client::open(url)
-            .context("invalid Redis URL")
-            .map_err(Failure::unknown)?;
+        let client = pubsub::client(url)?;
         Ok(Self {
             task: tokio::spawn(listen(client, channel, board, settings)),
         })
     }
 }
 
-async fn subscribe(
-    client: &Client,
-    channel: &str,
-    settings: &RedisLockSettings,
-) -> anyhow::Result<(PubSubSink, PubSubStream)> {
-    let pubsub = tokio::time::timeout(settings.connect_timeout, client.get_async_pubsub())
-        .await
-        .context("connecting the reply listener timed out")??;
-    let (mut sink, stream) = pubsub.split();
-    tokio::time::timeout(settings.response_timeout, sink.subscribe(channel))
-        .await
-        .context("SUBSCRIBE timed out")??;
-    Ok((sink, stream))
-}
-
 async fn listen(client: Client, channel: String, board: Arc<Board>, settings: RedisLockSettings) {
     let mut failures = 0u32;
     loop {
-        let (mut sink, mut stream) = match subscribe(&client, &channel, &settings).await {
-            Ok(subscription) => subscription,
+        let topic = Topic::Channel(&channel);
+        let live = match pubsub::subscribe(&client, topic, "reply listener", &settings).await {
+            Ok(live) => live,
             Err(e) => {
                 failures = failures.saturating_add(1);
                 if failures == 1 {
@@ -165,40 +141,13 @@ async fn listen(client: Client, channel: String, board: Arc<Board>, settings: Re
         }
         board.generation.fetch_add(1, Ordering::AcqRel);
         board.subscribed.store(true, Ordering::Release);
-        let mut health = tokio::time::interval(HEALTH_CHECK);
-        health.reset();
-        loop {
-            tokio::select! {
-                msg = next_message(&mut stream) => match msg {
-                    Some(msg) => board.deliver(msg.get_payload_bytes()),
-                    None => break,
-                },
-                _ = health.tick() => {
-                    let pong = tokio::time::timeout(settings.response_timeout, sink.ping::<Value>()).await;
-                    if !matches!(pong, Ok(Ok(_))) {
-                        break;
-                    }
-                }
-            }
-        }
+        live.receive(&settings, |msg| board.deliver(msg.get_payload_bytes()))
+            .await;
         board.subscribed.store(false, Ordering::Release);
         tracing::warn!("queue reply listener connection lost; reconnecting");
         failures = 1;
         tokio::time::sleep(reconnect_delay(failures)).await;
     }
-}
-
-fn reconnect_delay(failures: u32) -> Duration {
-    SpinBackoff {
-        base: Duration::from_millis(50),
-        max: Duration::from_secs(2),
-    }
-    .delay(failures)
-    .max(Duration::from_millis(10))
-}
-
-async fn next_message(stream: &mut PubSubStream) -> Option<redis::Msg> {
-    std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
 }
 
 #[cfg(test)]

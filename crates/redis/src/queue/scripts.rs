@@ -1,5 +1,6 @@
 //! The Lua scripts of the queue: submitting a request, answering a batch,
-//! and the partition leases.
+//! and taking a partition lease (renewing and releasing it are the shared
+//! [`crate::scripts::EXTEND`] and [`crate::scripts::DELETE`]).
 //!
 //! A partition's lease is a string holding the holder's owner token, with
 //! a TTL (the lease); its fence is a counter without expiry. Every key of
@@ -39,23 +40,6 @@ local token = tonumber(redis.call('GET', KEYS[2]) or '0') + 1
 if now > token then token = now end
 redis.call('SET', KEYS[2], string.format('%.0f', token))
 return {1, token}
-";
-
-/// KEYS: lease. ARGV: owner, lease ms. 1 if renewed, 0 if not held.
-const EXTEND_BODY: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-";
-
-/// KEYS: lease. ARGV: owner. 1 if released, 0 if not held (another
-/// owner's lease is never deleted).
-const RELEASE_BODY: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
 ";
 
 /// KEYS: the request's hash, the partition's stream. ARGV: owner, many
@@ -106,21 +90,12 @@ return n
 ";
 
 pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_BODY));
-pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(EXTEND_BODY));
-pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_BODY));
 pub(crate) static SUBMIT: LazyLock<Script> = LazyLock::new(|| Script::new(SUBMIT_BODY));
 pub(crate) static ANSWER: LazyLock<Script> = LazyLock::new(|| Script::new(ANSWER_BODY));
 
 pub(crate) fn acquire(lease_key: &str, fence_key: &str, owner: &str, lease: Duration) -> Call {
     Call {
         keys: vec![lease_key.to_owned(), fence_key.to_owned()],
-        args: vec![owner.to_owned(), millis(lease).to_string()],
-    }
-}
-
-pub(crate) fn extend(lease_key: &str, owner: &str, lease: Duration) -> Call {
-    Call {
-        keys: vec![lease_key.to_owned()],
         args: vec![owner.to_owned(), millis(lease).to_string()],
     }
 }
@@ -167,41 +142,17 @@ pub(crate) fn answer(stream: &str, group: &str, answers: &[Answer<'_>], done: &[
     Call { keys, args }
 }
 
-pub(crate) fn release(lease_key: &str, owner: &str) -> Call {
-    Call {
-        keys: vec![lease_key.to_owned()],
-        args: vec![owner.to_owned()],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn highest(body: &str, name: &str) -> usize {
-        body.match_indices(&format!("{name}["))
-            .map(|(at, m)| {
-                let rest = &body[at + m.len()..];
-                rest[..rest.find(']').unwrap()].parse::<usize>().unwrap()
-            })
-            .max()
-            .unwrap_or(0)
-    }
+    use crate::scripts::highest;
 
     #[test]
     fn every_call_passes_exactly_what_its_script_reads() {
         let lease = Duration::from_secs(3);
-        for (body, call) in [
-            (
-                ACQUIRE_BODY,
-                acquire("{p:queue:1}:lease", "{p:queue:1}:fence", "o", lease),
-            ),
-            (EXTEND_BODY, extend("{p:queue:1}:lease", "o", lease)),
-            (RELEASE_BODY, release("{p:queue:1}:lease", "o")),
-        ] {
-            assert_eq!(highest(body, "KEYS"), call.keys.len(), "{body}");
-            assert_eq!(highest(body, "ARGV"), call.args.len(), "{body}");
-        }
+        let call = acquire("{p:queue:1}:lease", "{p:queue:1}:fence", "o", lease);
+        assert_eq!(highest(ACQUIRE_BODY, "KEYS"), call.keys.len());
+        assert_eq!(highest(ACQUIRE_BODY, "ARGV"), call.args.len());
         assert_eq!(acquire("l", "f", "o", lease).args[1], "3000");
         let call = submit(
             "{p:queue:1}:request:r",

@@ -5,25 +5,17 @@
 //! reconnects when it breaks, and then wakes every waiter, since notices
 //! may have been missed meanwhile.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use anyhow::Context as _;
 use concert_domain::Failure;
 use concert_locking::waiters::Waiters;
-use deadpool_redis::redis::aio::{PubSubSink, PubSubStream};
-use deadpool_redis::redis::{self, Client, Value};
-use futures_core::Stream;
+use deadpool_redis::redis::{self, Client};
 use tokio::task::JoinHandle;
 
-use crate::backoff::SpinBackoff;
-use crate::scripts::Notice;
+use crate::lock::scripts::Notice;
+use crate::pubsub::{self, Subscription, Topic, reconnect_delay};
 use crate::settings::RedisLockSettings;
-
-/// How often the dispatcher checks that the subscriber connection answers.
-const HEALTH_CHECK: Duration = Duration::from_secs(5);
 
 /// The subscriber of one [`crate::RedisLocks`]; its task stops when this is
 /// dropped.
@@ -47,7 +39,7 @@ impl Subscriber {
         waiters: Arc<Waiters>,
         settings: RedisLockSettings,
     ) -> Result<Self, Failure> {
-        let client = client(url)?;
+        let client = pubsub::client(url)?;
         let subscription = subscribe(&client, &pattern, &settings)
             .await
             .map_err(|e| Failure::Unavailable(e.context("subscribing to lock releases")))?;
@@ -68,14 +60,14 @@ impl Subscriber {
         waiters: Arc<Waiters>,
         settings: RedisLockSettings,
     ) -> Result<Self, Failure> {
-        let client = client(url)?;
+        let client = pubsub::client(url)?;
         Ok(Self::start(client, pattern, None, waiters, settings))
     }
 
     fn start(
         client: Client,
         pattern: String,
-        subscription: Option<(PubSubSink, PubSubStream)>,
+        subscription: Option<Subscription>,
         waiters: Arc<Waiters>,
         settings: RedisLockSettings,
     ) -> Self {
@@ -97,12 +89,6 @@ impl Subscriber {
     }
 }
 
-fn client(url: &str) -> Result<Client, Failure> {
-    Client::open(url)
-        .context("invalid Redis URL")
-        .map_err(Failure::unknown)
-}
-
 /// Opens the connection and subscribes to `pattern`. The subscription is
 /// active before any waiter's first attempt, so no notice can slip between
 /// an attempt and the subscription.
@@ -110,21 +96,14 @@ async fn subscribe(
     client: &Client,
     pattern: &str,
     settings: &RedisLockSettings,
-) -> anyhow::Result<(PubSubSink, PubSubStream)> {
-    let pubsub = tokio::time::timeout(settings.connect_timeout, client.get_async_pubsub())
-        .await
-        .context("connecting the subscriber timed out")??;
-    let (mut sink, stream) = pubsub.split();
-    tokio::time::timeout(settings.response_timeout, sink.psubscribe(pattern))
-        .await
-        .context("PSUBSCRIBE timed out")??;
-    Ok((sink, stream))
+) -> anyhow::Result<Subscription> {
+    pubsub::subscribe(client, Topic::Pattern(pattern), "subscriber", settings).await
 }
 
 async fn dispatch(
     client: Client,
     pattern: String,
-    mut subscription: Option<(PubSubSink, PubSubStream)>,
+    mut subscription: Option<Subscription>,
     waiters: Arc<Waiters>,
     subscribed: Arc<AtomicBool>,
     settings: RedisLockSettings,
@@ -133,14 +112,14 @@ async fn dispatch(
     loop {
         // A subscription made at connect time missed nothing; one made
         // here may have missed notices: every waiter then looks again.
-        let (mut sink, mut stream, missed) = match subscription.take() {
-            Some((sink, stream)) => (sink, stream, false),
+        let (live, missed) = match subscription.take() {
+            Some(live) => (live, false),
             None => match subscribe(&client, &pattern, &settings).await {
-                Ok((sink, stream)) => {
+                Ok(live) => {
                     if failures > 0 {
                         tracing::info!("lock subscriber connected again");
                     }
-                    (sink, stream, true)
+                    (live, true)
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
@@ -156,22 +135,7 @@ async fn dispatch(
         if missed {
             waiters.resync();
         }
-        let mut health = tokio::time::interval(HEALTH_CHECK);
-        health.reset();
-        loop {
-            tokio::select! {
-                msg = next_message(&mut stream) => match msg {
-                    Some(msg) => deliver(&waiters, &msg),
-                    None => break,
-                },
-                _ = health.tick() => {
-                    let pong = tokio::time::timeout(settings.response_timeout, sink.ping::<Value>()).await;
-                    if !matches!(pong, Ok(Ok(_))) {
-                        break;
-                    }
-                }
-            }
-        }
+        live.receive(&settings, |msg| deliver(&waiters, msg)).await;
         subscribed.store(false, Ordering::Release);
         tracing::warn!("lock subscriber connection lost; reconnecting");
         waiters.resync();
@@ -191,17 +155,4 @@ fn deliver(waiters: &Waiters, msg: &redis::Msg) {
             "ignoring an unknown lock notice"
         ),
     }
-}
-
-fn reconnect_delay(failures: u32) -> Duration {
-    SpinBackoff {
-        base: Duration::from_millis(50),
-        max: Duration::from_secs(2),
-    }
-    .delay(failures)
-    .max(Duration::from_millis(10))
-}
-
-async fn next_message(stream: &mut PubSubStream) -> Option<redis::Msg> {
-    std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
 }

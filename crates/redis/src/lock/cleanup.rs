@@ -2,7 +2,7 @@
 //! because Redis did not answer (or because its task was cancelled) is done
 //! by one worker per [`crate::RedisLocks`] as soon as Redis answers again.
 //!
-//! Two kinds of jobs, both one [`crate::scripts::LEAVE`] call:
+//! Two kinds of jobs, both one `LEAVE` script call (see `lock/scripts.rs`):
 //!
 //! - **an acquisition given up in doubt**: its attempt timed out or its
 //!   connection dropped (the script may still run when Redis resumes), it
@@ -24,7 +24,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use concert_domain::Failure;
@@ -33,7 +33,6 @@ use tokio::time::Instant;
 
 use crate::backoff::SpinBackoff;
 use crate::keys::Keys;
-use crate::locks::Core;
 
 /// Jobs waiting at most.
 pub(crate) const CAPACITY: usize = 10_000;
@@ -100,37 +99,46 @@ impl Cleanup {
     }
 }
 
+/// What the worker runs its jobs against (the lock's shared core): its job
+/// queue and the one `LEAVE` call of a job.
+pub(crate) trait Cleaner: Send + Sync {
+    fn jobs(&self) -> &Cleanup;
+
+    /// Runs the job once; a job that succeeded is counted as a clean-up.
+    fn clean(&self, job: &Job) -> impl Future<Output = Result<(), Failure>> + Send;
+}
+
 /// The worker: runs until aborted (when its `RedisLocks` is dropped).
-pub(crate) async fn run(core: Arc<Core>) {
+pub(crate) async fn run(cleaner: impl Cleaner) {
     let pacing = SpinBackoff {
         base: Duration::from_millis(20),
         max: Duration::from_millis(250),
     };
+    let queue = cleaner.jobs();
     let mut failures = 0u32;
     loop {
-        let Some(job) = core.cleanup.pop() else {
-            core.cleanup.ready.notified().await;
+        let Some(job) = queue.pop() else {
+            queue.ready.notified().await;
             continue;
         };
         if Instant::now() >= job.until {
             tracing::warn!(key = %job.keys.lock, "lock clean-up abandoned: Redis did not answer within the horizon");
-            core.cleanup.done();
+            queue.done();
             continue;
         }
-        match core.leave(&job.keys, &job.owner, job.tombstone).await {
-            Ok(_) => {
-                core.counters.cleanup();
-                core.cleanup.done();
+        match cleaner.clean(&job).await {
+            Ok(()) => {
+                queue.done();
                 failures = 0;
             }
             Err(Failure::Unavailable(_)) => {
-                core.cleanup.retry_first(job);
+                queue.retry_first(job);
                 failures = failures.saturating_add(1);
                 tokio::time::sleep(pacing.delay(failures)).await;
             }
             Err(e) => {
                 tracing::warn!(key = %job.keys.lock, error = %format!("{e:#}"), "lock clean-up failed");
-                core.cleanup.done();
+                queue.done();
             }
         }
     }

@@ -8,14 +8,15 @@ use std::time::Duration;
 use anyhow::anyhow;
 use async_trait::async_trait;
 use concert_domain::{DistributedLock, Failure, Fence, HeldLock, LockKey, LockOptions};
-use concert_locking::lease::{KeepAlive, Lease, later, owner_token};
+use concert_locking::guard::{Guard, GuardOps, Release};
+use concert_locking::lease::{Lease, later, owner_token};
 use concert_locking::stats::LockStats;
 use concert_locking::waiters::Wake;
 use tokio::time::Instant;
 
 use crate::keys::Keys;
-use crate::locks::Inner;
-use crate::scripts::{Attempt, Queue, Released};
+use crate::lock::scripts::{Attempt, Queue, Released};
+use crate::lock::shared::Inner;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Policy {
@@ -97,33 +98,23 @@ impl RedisLock {
     fn held(
         &self,
         key: &LockKey,
-        keys: Keys,
         owner: String,
         token: u64,
         options: LockOptions,
         started: Instant,
     ) -> Box<dyn HeldLock> {
-        let fence = Fence::new(token);
-        let keepalive = KeepAlive::start(
+        Box::new(RedisHeld::start(
             self.inner.clone(),
             Lease {
                 key: key.clone(),
-                owner: owner.clone(),
-                fence: fence.clone(),
+                owner,
+                fence: Fence::new(token),
                 lease: options.lease,
                 watchdog: options.watchdog,
                 started,
                 max_hold: self.inner.core.settings.max_hold,
             },
-        );
-        Box::new(RedisHeld {
-            key: key.clone(),
-            keys,
-            fence,
-            owner,
-            keepalive,
-            inner: self.inner.clone(),
-        })
+        ))
     }
 
     /// How long a waiter sleeps before its next attempt.
@@ -189,7 +180,7 @@ impl DistributedLock for RedisLock {
                     if let Some(ticket) = ticket {
                         ticket.done();
                     }
-                    return Ok(self.held(key, keys, owner, token, options, sent));
+                    return Ok(self.held(key, owner, token, options, sent));
                 }
                 Attempt::Abandoned => {
                     return Err(Failure::unknown(anyhow!(
@@ -231,7 +222,7 @@ impl DistributedLock for RedisLock {
                 if let Some(ticket) = ticket {
                     ticket.done();
                 }
-                return Ok(self.held(key, keys, owner, token, options, sent));
+                return Ok(self.held(key, owner, token, options, sent));
             }
         }
     }
@@ -239,53 +230,20 @@ impl DistributedLock for RedisLock {
 
 /// One acquisition of a [`RedisLock`]: the key, the owner token, the fence
 /// and the keep-alive.
-pub struct RedisHeld {
-    key: LockKey,
-    keys: Keys,
-    fence: Fence,
-    owner: String,
-    keepalive: KeepAlive,
-    inner: Arc<Inner>,
-}
-
-impl fmt::Debug for RedisHeld {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisHeld")
-            .field("key", &self.key)
-            .field("fence", &self.fence.token())
-            .finish_non_exhaustive()
-    }
-}
+pub type RedisHeld = Guard<Inner>;
 
 #[async_trait]
-impl HeldLock for RedisHeld {
-    fn key(&self) -> &LockKey {
-        &self.key
-    }
-
-    fn fence(&self) -> &Fence {
-        &self.fence
-    }
+impl GuardOps for Inner {
+    const NAME: &'static str = "RedisHeld";
 
     /// Compare-and-release in one round trip, handing the lock to the next
-    /// waiter if one is queued. The watchdog stops first; the
-    /// release-on-drop stays armed until Redis has answered, so a release
-    /// that is cancelled or fails (Redis unreachable) is retried in the
-    /// background.
-    async fn release(self: Box<Self>) -> Result<(), Failure> {
-        let RedisHeld {
-            keys,
-            owner,
-            keepalive,
-            inner,
-            ..
-        } = *self;
-        keepalive.stop();
-        let released = inner.core.release(&keys, &owner).await?;
-        keepalive.disarm();
-        match released {
-            Released::NotHeld => Err(Failure::LockLost),
-            Released::Freed | Released::HandedOver => Ok(()),
+    /// waiter if one is queued. A release that fails (Redis unreachable)
+    /// is retried in the background.
+    async fn release(self: &Arc<Self>, key: &LockKey, owner: &str, _: &Fence) -> Release {
+        match self.core.release(&self.core.prefix.keys(key), owner).await {
+            Ok(Released::NotHeld) => Release::Answered(Err(Failure::LockLost)),
+            Ok(Released::Freed | Released::HandedOver) => Release::Answered(Ok(())),
+            Err(e) => Release::Unanswered(e),
         }
     }
 }
