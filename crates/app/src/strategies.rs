@@ -82,6 +82,9 @@ pub struct Strategy {
     pub name: &'static str,
     /// One line for `--help` and docs.
     pub summary: &'static str,
+    /// A contended operation waits (or retries) for its turn; false: it
+    /// is refused at once (`concurrent-update`, `lock-timeout`).
+    pub waits: bool,
     /// What serializes the strategy's writers.
     pub kind: Kind,
 }
@@ -94,9 +97,6 @@ pub enum Kind {
     Lock {
         /// Where the lock lives.
         at: LockAt,
-        /// Behind this process's relay when `APP_LOCK_LOCAL_QUEUE` allows
-        /// (locks that wait; a lock that fails at once is never relayed).
-        relayed: bool,
         /// The lock adapter.
         lock: fn(&Adapters) -> anyhow::Result<Arc<dyn DistributedLock>>,
     },
@@ -120,65 +120,69 @@ pub static REGISTRY: &[Strategy] = &[
     Strategy {
         name: "optimistic",
         summary: "version check; a conflict is answered 409 concurrent-update",
+        waits: false,
         kind: Kind::Storage(Control::optimistic),
     },
     Strategy {
         name: "optimistic-retry",
         summary: "version check, conflicts retried with jittered backoff",
+        waits: true,
         kind: Kind::Storage(|name| Control::retrying(name, RetryPolicy::default())),
     },
     Strategy {
         name: "pessimistic",
         summary: "rows locked on read (SELECT ... FOR UPDATE); others wait",
+        waits: true,
         kind: Kind::Storage(Control::pessimistic),
     },
     Strategy {
         name: "atomic",
         summary: "one conditional UPDATE that encodes the rule",
+        waits: true,
         kind: Kind::Storage(Control::atomic),
     },
     Strategy {
         name: "local",
         summary: "in-process lock, fenced (one instance only)",
+        waits: true,
         kind: Kind::Lock {
             at: LockAt::Process,
-            relayed: true,
             lock: |a| Ok(Arc::new(a.local.clone())),
         },
     },
     Strategy {
         name: "redis-simple",
         summary: "Redis SET NX PX; fails at once when taken",
+        waits: false,
         kind: Kind::Lock {
             at: LockAt::Redis,
-            relayed: false,
             lock: |a| Ok(Arc::new(a.redis()?.simple())),
         },
     },
     Strategy {
         name: "redis-spin",
         summary: "Redis lock retried with jittered backoff",
+        waits: true,
         kind: Kind::Lock {
             at: LockAt::Redis,
-            relayed: true,
             lock: |a| Ok(Arc::new(a.redis()?.spin())),
         },
     },
     Strategy {
         name: "redis-pubsub",
         summary: "Redis lock, handed over by the release to the next waiter",
+        waits: true,
         kind: Kind::Lock {
             at: LockAt::Redis,
-            relayed: true,
             lock: |a| Ok(Arc::new(a.redis()?.pubsub())),
         },
     },
     Strategy {
         name: "redis-redlock",
         summary: "RedLock over APP_REDLOCK_URLS (a majority of N masters), fenced",
+        waits: true,
         kind: Kind::Lock {
             at: LockAt::RedLock,
-            relayed: true,
             lock: |a| Ok(Arc::new(a.redlock()?.clone())),
         },
     },
@@ -186,6 +190,7 @@ pub static REGISTRY: &[Strategy] = &[
         name: QUEUE,
         summary: "seat holds only: queued per schedule partition (Redis Streams), applied in \
                   arrival order by the one fenced holder of the partition's lease; no lock",
+        waits: true,
         kind: Kind::Queue,
     },
 ];
@@ -225,6 +230,12 @@ impl StrategyName {
         matches!(self.0.kind, Kind::Queue)
     }
 
+    /// True when a contended operation waits (or retries) for its turn
+    /// rather than being refused at once.
+    pub fn waits(&self) -> bool {
+        self.0.waits
+    }
+
     /// True for a protection the storage adapter offers (no lock, no
     /// server).
     pub fn lock_free(&self) -> bool {
@@ -253,9 +264,10 @@ impl StrategyName {
         let name = self.0.name;
         match self.0.kind {
             Kind::Storage(control) => Ok(control(name)),
-            Kind::Lock { relayed, lock, .. } => {
+            Kind::Lock { lock, .. } => {
+                // a lock that fails at once gains nothing from the relay
                 let lock = lock(adapters)?;
-                let lock = if relayed {
+                let lock = if self.0.waits {
                     adapters.relayed(lock)
                 } else {
                     lock
