@@ -16,22 +16,32 @@ use concert_domain::{
 use concert_mysql::{DatabaseUrl, Db, MysqlStore, PoolOptions};
 use concert_testkit::{Sql, TestDatabase};
 
-/// The lock-free strategies, by configuration name.
-pub const LOCK_FREE: [&str; 4] = ["optimistic", "optimistic-retry", "pessimistic", "atomic"];
+/// The lock-free strategies' configuration names, from the app's registry.
+pub fn lock_free() -> impl Iterator<Item = &'static str> {
+    concert_app::strategies::lock_free().map(|s| s.as_str())
+}
+
+/// What the app's registry builds strategies from: a fresh local lock, the
+/// given Redis locks and RedLock, no seat queue.
+pub fn adapters(
+    redis: Option<concert_redis::RedisLocks>,
+    redlock: Option<concert_redis::RedLock>,
+) -> concert_app::Adapters {
+    concert_app::Adapters {
+        local: concert_inprocess::LocalLock::new(),
+        redis,
+        redlock,
+        relay: true,
+        lock_options: concert_domain::LockOptions::default(),
+        queue: None,
+    }
+}
 
 /// The control a lock-free strategy name stands for (as the app's registry
 /// builds it).
 pub fn control(name: &str) -> Control {
-    let adapters = concert_app::Adapters {
-        local: concert_inprocess::LocalLock::new(),
-        redis: None,
-        redlock: None,
-        relay: true,
-        lock_options: concert_domain::LockOptions::default(),
-        queue: None,
-    };
     concert_app::StrategyName::named(name)
-        .build(&adapters)
+        .build(&adapters(None, None))
         .unwrap_or_else(|e| panic!("{name}: {e:#}"))
 }
 
