@@ -45,6 +45,17 @@ pub fn control(name: &str) -> Control {
         .unwrap_or_else(|e| panic!("{name}: {e:#}"))
 }
 
+/// `seats` controlling seat holds, the point operations under the app's
+/// default strategies.
+pub fn with_default_points(seats: Control) -> Controls {
+    let defaults = concert_app::Strategies::default();
+    Controls {
+        seats,
+        charge: control(defaults.charge.as_str()),
+        spend: control(defaults.spend.as_str()),
+    }
+}
+
 /// One test's own database.
 pub struct TestDb {
     /// `mysql://.../test_<uuid>`.
@@ -132,15 +143,7 @@ impl TestDb {
     /// The use cases with `seats` controlling seat holds (the other
     /// operations optimistic / pessimistic, as configured by default).
     pub fn seat_services<C: Clock + 'static>(&self, seats: Control, clock: C) -> Services {
-        self.services_over(
-            Controls {
-                seats,
-                charge: control("optimistic"),
-                spend: control("pessimistic"),
-            },
-            Policy::default(),
-            clock,
-        )
+        self.services_over(with_default_points(seats), Policy::default(), clock)
     }
 
     /// The use cases with explicit controls and policy.

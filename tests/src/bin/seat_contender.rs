@@ -25,7 +25,7 @@ use concert_domain::{
 };
 use concert_mysql::{DatabaseUrl, Db, PoolOptions};
 use concert_redis::{RedisLockSettings, RedisLocks};
-use concert_tests::db::{adapters, control};
+use concert_tests::db::{adapters, with_default_points};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -103,11 +103,7 @@ async fn run() -> anyhow::Result<String> {
     let service = Arc::new(
         concert_domain::Services::new(
             ports,
-            concert_domain::Controls {
-                seats,
-                charge: control("optimistic"),
-                spend: control("pessimistic"),
-            },
+            with_default_points(seats),
             concert_domain::Policy::default(),
         )
         .reservations,
