@@ -4,7 +4,8 @@
 //!
 //! Adding a strategy is one adapter (a lock, or a protection the storage
 //! adapter offers) plus one row here: the app, its tests and the lab take
-//! their strategy lists from [`REGISTRY`].
+//! their strategy lists from [`REGISTRY`]. README.md names it too (a test
+//! here checks that).
 
 use std::fmt;
 use std::str::FromStr;
@@ -356,6 +357,27 @@ mod tests {
         assert!(err.contains("\"redlock\""), "{err}");
         for s in REGISTRY {
             assert!(err.contains(s.name), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_strategy_and_the_relayed_ones() {
+        let readme = include_str!("../../../README.md");
+        let values = readme
+            .split("Strategy values:")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .expect("README.md has a \"Strategy values:\" paragraph");
+        for s in all() {
+            assert!(values.contains(&format!("`{s}`")), "README.md: {s}");
+        }
+        let relay = readme
+            .lines()
+            .find(|line| line.starts_with("| `APP_LOCK_LOCAL_QUEUE`"))
+            .expect("README.md documents APP_LOCK_LOCAL_QUEUE");
+        for s in locks() {
+            let listed = relay.contains(&format!("`{s}`"));
+            assert_eq!(listed, s.waits(), "README.md, APP_LOCK_LOCAL_QUEUE: {s}");
         }
     }
 
