@@ -4,6 +4,7 @@
 
 use concert_app::strategies::all;
 use concert_lab::http::HttpConfig;
+use concert_lab::scenarios::{RAW_CONDITIONAL, RAW_FOR_UPDATE};
 use concert_lab::{LabConfig, Row};
 use concert_testkit::server_url;
 use concert_tests::app::{AppConfig, spawn_app_with};
@@ -61,10 +62,7 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
     let waiting = all()
         .filter(|s| s.waits() && !s.seats_only())
         .map(|s| s.as_str());
-    for strategy in ["raw-for-update", "raw-conditional-update"]
-        .into_iter()
-        .chain(waiting)
-    {
+    for strategy in [RAW_FOR_UPDATE, RAW_CONDITIONAL].into_iter().chain(waiting) {
         let row = find(rows, "point-use", strategy, None);
         assert_eq!(
             (row.successes, row.final_balance),
