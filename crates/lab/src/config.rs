@@ -238,27 +238,28 @@ fn strategies_usage() -> String {
         .map(|s| format!("; {s} runs over databases 1-3 of REDIS_URL"))
         .collect();
     let names: Vec<String> = strategies::all()
-        .map(|s| match s.seats_only() {
-            true => format!("{s} (seat and batch races only)"),
-            false => s.to_string(),
+        .map(|s| {
+            if s.seats_only() {
+                format!("{s} (seat and batch races only)")
+            } else {
+                s.to_string()
+            }
         })
         .collect();
     let text = format!("{} (default: all{notes})", names.join(", "));
-    let mut out = String::from("  --strategies a,b    ");
-    let mut column = out.len();
-    for (i, word) in text.split(' ').enumerate() {
-        if i > 0 && column + 1 + word.len() > 80 {
-            out.push_str("\n                     ");
-            column = 21;
+    // each word after a space, lines of at most 80 columns
+    let mut out = String::new();
+    let mut line = String::from("  --strategies a,b   ");
+    for word in text.split(' ') {
+        if line.len() + 1 + word.len() > 80 {
+            out.push_str(&line);
+            out.push('\n');
+            line = " ".repeat(21);
         }
-        if i > 0 {
-            out.push(' ');
-            column += 1;
-        }
-        out.push_str(word);
-        column += word.len();
+        line.push(' ');
+        line.push_str(word);
     }
-    out
+    out + &line
 }
 
 impl LabConfig {
