@@ -26,7 +26,7 @@ pub fn control(name: &str) -> Control {
         local: concert_inprocess::LocalLock::new(),
         redis: None,
         redlock: None,
-        relay: true,
+        local_queue: true,
         lock_options: concert_domain::LockOptions::default(),
         queue: None,
     };

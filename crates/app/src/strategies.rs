@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use concert_domain::{Control, DistributedLock, LockOptions, RetryPolicy, SeatQueue};
-use concert_inprocess::{LocalLock, Relay};
+use concert_inprocess::{KeyQueue, LocalLock};
 use concert_redis::{RedLock, RedisLocks};
 
 /// What a strategy may be built from.
@@ -23,9 +23,9 @@ pub struct Adapters {
     pub redis: Option<RedisLocks>,
     /// The RedLock masters, when `APP_REDLOCK_URLS` names them.
     pub redlock: Option<RedLock>,
-    /// Put the in-process relay in front of the waiting locks (false when
-    /// `APP_LOCK_LOCAL_QUEUE=false`).
-    pub relay: bool,
+    /// Put the in-process key queue in front of the waiting locks (false
+    /// when `APP_LOCK_LOCAL_QUEUE=false`).
+    pub local_queue: bool,
     pub lock_options: LockOptions,
     /// The seat queue (`queue`), when seat holds are configured to use it.
     pub queue: Option<QueueAdapter>,
@@ -52,12 +52,12 @@ impl Adapters {
         )
     }
 
-    /// `lock` behind this process's local relay, if configured: one local
+    /// `lock` behind this process's local key queue, if configured: one local
     /// request per key at a time acquires `lock`, and a release hands it to
     /// the next local request in memory (bounded streaks).
-    fn relayed<L: DistributedLock + 'static>(&self, lock: L) -> Arc<dyn DistributedLock> {
-        if self.relay {
-            Arc::new(Relay::new(lock))
+    fn queued_locally<L: DistributedLock + 'static>(&self, lock: L) -> Arc<dyn DistributedLock> {
+        if self.local_queue {
+            Arc::new(KeyQueue::new(lock))
         } else {
             Arc::new(lock)
         }
@@ -115,7 +115,7 @@ pub static REGISTRY: &[Strategy] = &[
         name: "local",
         summary: "in-process lock, fenced (one instance only)",
         needs_redis: false,
-        build: |a, name| Ok(a.locked(name, a.relayed(a.local.clone()))),
+        build: |a, name| Ok(a.locked(name, a.queued_locally(a.local.clone()))),
     },
     Strategy {
         name: "redis-simple",
@@ -127,19 +127,19 @@ pub static REGISTRY: &[Strategy] = &[
         name: "redis-spin",
         summary: "Redis lock retried with jittered backoff",
         needs_redis: true,
-        build: |a, name| Ok(a.locked(name, a.relayed(a.redis()?.spin()))),
+        build: |a, name| Ok(a.locked(name, a.queued_locally(a.redis()?.spin()))),
     },
     Strategy {
         name: "redis-pubsub",
         summary: "Redis lock, handed over by the release to the next waiter",
         needs_redis: true,
-        build: |a, name| Ok(a.locked(name, a.relayed(a.redis()?.pubsub()))),
+        build: |a, name| Ok(a.locked(name, a.queued_locally(a.redis()?.pubsub()))),
     },
     Strategy {
         name: "redis-redlock",
         summary: "RedLock over APP_REDLOCK_URLS (a majority of N masters), fenced",
         needs_redis: false,
-        build: |a, name| Ok(a.locked(name, a.relayed(a.redlock()?.clone()))),
+        build: |a, name| Ok(a.locked(name, a.queued_locally(a.redlock()?.clone()))),
     },
     Strategy {
         name: QUEUE,
@@ -256,7 +256,7 @@ mod tests {
             local: LocalLock::new(),
             redis: None,
             redlock: None,
-            relay: true,
+            local_queue: true,
             lock_options: LockOptions::default(),
             queue: None,
         };

@@ -940,7 +940,7 @@ async fn a_wallet_saved_at_commit_is_checked_by_the_commit() {
 
 /// `write` applies and checks what the unit held back without committing,
 /// and the rows written stay locked until the unit ends. The next holder of
-/// the same fencing token (a relay's hand-over) reads the written wallet
+/// the same fencing token (a hand-over along the in-process key queue) reads the written wallet
 /// from memory at once, and its own write waits for the first unit's end:
 /// after that unit's commit it applies on top; after its rollback it is
 /// refused as a conflict, and the next read sees the rolled-back state.

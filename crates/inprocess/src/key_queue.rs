@@ -1,10 +1,10 @@
-//! [`Relay`]: a process-local queue per key in front of a shared lock,
+//! [`KeyQueue`]: a process-local queue per key in front of a shared lock,
 //! which hands the shared lock from one local holder to the next.
 //!
 //! When many requests of one process want the same key (a crowd on one
 //! seat, one user's concurrent payments), sending each of them to the
 //! shared lock service is wasted work: only one can hold the lock. Behind a
-//! `Relay`, requests of one process queue per key in memory (FIFO, each
+//! `KeyQueue`, requests of one process queue per key in memory (FIFO, each
 //! within its own wait budget); the first acquires the shared lock, and
 //! when it releases, the shared lock is **handed to the next local request
 //! in memory**, without a round trip to the lock service. A hot key then
@@ -65,20 +65,20 @@ pub const STALE_CHECK: Duration = Duration::from_millis(50);
 
 /// A [`DistributedLock`] that queues locally per key in front of `shared`
 /// and hands `shared`'s acquisitions from one local holder to the next.
-pub struct Relay<L> {
+pub struct KeyQueue<L> {
     shared: L,
     slots: Arc<Slots>,
 }
 
-impl<L: fmt::Debug> fmt::Debug for Relay<L> {
+impl<L: fmt::Debug> fmt::Debug for KeyQueue<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Relay")
+        f.debug_struct("KeyQueue")
             .field("shared", &self.shared)
             .finish_non_exhaustive()
     }
 }
 
-impl<L: Clone> Clone for Relay<L> {
+impl<L: Clone> Clone for KeyQueue<L> {
     fn clone(&self) -> Self {
         Self {
             shared: self.shared.clone(),
@@ -87,7 +87,7 @@ impl<L: Clone> Clone for Relay<L> {
     }
 }
 
-impl<L> Relay<L> {
+impl<L> KeyQueue<L> {
     pub fn new(shared: L) -> Self {
         Self {
             shared,
@@ -95,7 +95,7 @@ impl<L> Relay<L> {
         }
     }
 
-    /// The shared lock behind the relay.
+    /// The shared lock behind the queue.
     pub fn shared(&self) -> &L {
         &self.shared
     }
@@ -310,14 +310,14 @@ impl Slots {
     }
 }
 
-/// An acquisition through a [`Relay`]: the baton with the streak, until
+/// An acquisition through a [`KeyQueue`]: the baton with the streak, until
 /// released or passed on; its fence stays readable after that.
-struct RelayHeld {
+struct QueuedHeld {
     baton: Baton,
     fence: Fence,
 }
 
-impl RelayHeld {
+impl QueuedHeld {
     fn new(baton: Baton, fence: &Fence) -> Self {
         Self {
             baton,
@@ -326,9 +326,9 @@ impl RelayHeld {
     }
 }
 
-impl fmt::Debug for RelayHeld {
+impl fmt::Debug for QueuedHeld {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RelayHeld")
+        f.debug_struct("QueuedHeld")
             .field("key", &self.baton.key)
             .field("fence", &self.fence)
             .field("held", &self.baton.streak.is_some())
@@ -336,7 +336,7 @@ impl fmt::Debug for RelayHeld {
     }
 }
 
-impl Drop for RelayHeld {
+impl Drop for QueuedHeld {
     fn drop(&mut self) {
         // Dropped without release (a cancelled request): do not hand over
         // what it may have left half done; the shared lock is released in
@@ -352,7 +352,7 @@ impl Drop for RelayHeld {
 }
 
 #[async_trait]
-impl HeldLock for RelayHeld {
+impl HeldLock for QueuedHeld {
     fn key(&self) -> &LockKey {
         &self.baton.key
     }
@@ -415,7 +415,7 @@ impl Slots {
 }
 
 #[async_trait]
-impl<L: DistributedLock> DistributedLock for Relay<L> {
+impl<L: DistributedLock> DistributedLock for KeyQueue<L> {
     async fn acquire(
         &self,
         key: &LockKey,
@@ -480,12 +480,12 @@ impl<L: DistributedLock> DistributedLock for Relay<L> {
                 let fence = streak.held.fence().clone();
                 self.slots.hold(key, &fence);
                 baton.streak = Some(streak);
-                return Ok(Box::new(RelayHeld::new(baton, &fence)));
+                return Ok(Box::new(QueuedHeld::new(baton, &fence)));
             }
             // The lease ran out during the streak: give it up, acquire anew.
             streak.unended.wait().await;
             if let Err(e) = streak.held.release().await {
-                tracing::debug!(error = %e, %key, "a relayed lock had already expired");
+                tracing::debug!(error = %e, %key, "a lock handed along the local queue had already expired");
             }
         }
         let wait = deadline.saturating_duration_since(Instant::now());
@@ -502,7 +502,7 @@ impl<L: DistributedLock> DistributedLock for Relay<L> {
             started: Instant::now(),
             unended: Arc::default(),
         });
-        Ok(Box::new(RelayHeld::new(baton, &fence)))
+        Ok(Box::new(QueuedHeld::new(baton, &fence)))
     }
 }
 
@@ -524,14 +524,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_holder_at_a_time_and_hand_overs_skip_the_shared_lock() {
         let shared = LocalLock::new();
-        let relay = Arc::new(Relay::new(shared.clone()));
+        let queue = Arc::new(KeyQueue::new(shared.clone()));
         let key = LockKey::new("seat:1:1");
         let value = Arc::new(AtomicU64::new(0));
         let tasks: Vec<_> = (0..50)
             .map(|_| {
-                let (relay, key, value) = (relay.clone(), key.clone(), value.clone());
+                let (queue, key, value) = (queue.clone(), key.clone(), value.clone());
                 tokio::spawn(async move {
-                    let guard = relay.acquire(&key, options(30_000)).await.unwrap();
+                    let guard = queue.acquire(&key, options(30_000)).await.unwrap();
                     let seen = value.load(Ordering::SeqCst);
                     tokio::task::yield_now().await;
                     value.store(seen + 1, Ordering::SeqCst);
@@ -552,23 +552,23 @@ mod tests {
             (2..50).contains(&stats.attempts),
             "{stats:?}: every holder acquired the shared lock itself"
         );
-        assert!(relay.slots.lock().is_empty(), "the key was freed");
+        assert!(queue.slots.lock().is_empty(), "the key was freed");
     }
 
     #[tokio::test]
     async fn a_streak_carries_its_token_and_ends_after_max_streak() {
         let shared = LocalLock::new();
-        let relay = Relay::new(shared.clone());
+        let queue = KeyQueue::new(shared.clone());
         let key = LockKey::new("k");
-        let first = relay.acquire(&key, options(0)).await.unwrap();
+        let first = queue.acquire(&key, options(0)).await.unwrap();
         let token = first.fence().token();
         // MAX_STREAK + 1 holders queue behind the first one.
         let mut waiting = Vec::new();
         for _ in 0..=MAX_STREAK {
-            let relay = relay.clone();
+            let queue = queue.clone();
             let key = key.clone();
             waiting.push(tokio::spawn(async move {
-                relay.acquire(&key, options(30_000)).await.unwrap()
+                queue.acquire(&key, options(30_000)).await.unwrap()
             }));
             tokio::task::yield_now().await;
         }
@@ -604,13 +604,13 @@ mod tests {
     async fn a_streak_passed_on_early_goes_back_only_after_every_unit_ended() {
         for drop_last in [false, true] {
             let shared = LocalLock::new();
-            let relay = Relay::new(shared.clone());
+            let queue = KeyQueue::new(shared.clone());
             let key = LockKey::new("k");
-            let mut first = relay.acquire(&key, options(0)).await.unwrap();
+            let mut first = queue.acquire(&key, options(0)).await.unwrap();
             assert!(first.pass_on().await.is_none(), "nobody waits");
             let next = {
-                let (relay, key) = (relay.clone(), key.clone());
-                tokio::spawn(async move { relay.acquire(&key, options(5_000)).await.unwrap() })
+                let (queue, key) = (queue.clone(), key.clone());
+                tokio::spawn(async move { queue.acquire(&key, options(5_000)).await.unwrap() })
             };
             tokio::time::timeout(Duration::from_secs(5), async {
                 while !first.waited_for_here() {
@@ -650,11 +650,11 @@ mod tests {
     #[tokio::test]
     async fn the_budget_covers_the_local_queue_and_a_timeout_loses_no_turn() {
         let shared = LocalLock::new();
-        let relay = Relay::new(shared.clone());
+        let queue = KeyQueue::new(shared.clone());
         let key = LockKey::new("k");
-        let holder = relay.acquire(&key, options(0)).await.unwrap();
+        let holder = queue.acquire(&key, options(0)).await.unwrap();
         assert!(matches!(
-            relay.acquire(&key, options(20)).await,
+            queue.acquire(&key, options(20)).await,
             Err(Failure::LockTimeout)
         ));
         // The lock is busy in the shared lock too: a request of another
@@ -667,60 +667,60 @@ mod tests {
         // Nobody waited: released to the shared lock, the key is free.
         let outside = shared.acquire(&key, options(0)).await.unwrap();
         assert!(matches!(
-            relay.acquire(&key, options(20)).await,
+            queue.acquire(&key, options(20)).await,
             Err(Failure::LockTimeout)
         ));
         outside.release().await.unwrap();
-        let again = relay.acquire(&key, options(0)).await.unwrap();
+        let again = queue.acquire(&key, options(0)).await.unwrap();
         again.release().await.unwrap();
     }
 
     #[tokio::test]
     async fn a_dropped_guard_does_not_hand_over_and_frees_the_key() {
         let shared = LocalLock::new();
-        let relay = Relay::new(shared.clone());
+        let queue = KeyQueue::new(shared.clone());
         let key = LockKey::new("k");
-        let first = relay.acquire(&key, options(0)).await.unwrap();
+        let first = queue.acquire(&key, options(0)).await.unwrap();
         let token = first.fence().token();
         let next = {
-            let (relay, key) = (relay.clone(), key.clone());
-            tokio::spawn(async move { relay.acquire(&key, options(5_000)).await.unwrap() })
+            let (queue, key) = (queue.clone(), key.clone());
+            tokio::spawn(async move { queue.acquire(&key, options(5_000)).await.unwrap() })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(first);
         let next = next.await.unwrap();
         assert!(next.fence().token() > token, "acquired anew");
         next.release().await.unwrap();
-        drop(relay.acquire(&key, options(0)).await.unwrap());
+        drop(queue.acquire(&key, options(0)).await.unwrap());
         // the background release of the dropped guard frees the shared lock
-        let again = relay.acquire(&key, options(1_000)).await.unwrap();
+        let again = queue.acquire(&key, options(1_000)).await.unwrap();
         again.release().await.unwrap();
     }
 
     #[tokio::test]
     async fn a_holder_whose_lease_ran_out_does_not_block_the_local_queue() {
         let shared = LocalLock::new();
-        let relay = Relay::new(shared.clone());
+        let queue = KeyQueue::new(shared.clone());
         let key = LockKey::new("k");
         let short = LockOptions {
             lease: Duration::from_millis(100),
             wait: Duration::ZERO,
             watchdog: false,
         };
-        let crashed = relay.acquire(&key, short).await.unwrap();
+        let crashed = queue.acquire(&key, short).await.unwrap();
         let token = crashed.fence().token();
         std::mem::forget(crashed);
         let paused = {
             let other = LockKey::new("k2");
-            relay.acquire(&other, short).await.unwrap()
+            queue.acquire(&other, short).await.unwrap()
         };
-        let next = relay.acquire(&key, options(2_000)).await.unwrap();
+        let next = queue.acquire(&key, options(2_000)).await.unwrap();
         assert!(next.fence().token() > token);
         next.release().await.unwrap();
         // the paused holder of k2 learns on release that it lost its lease
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(matches!(paused.release().await, Err(Failure::LockLost)));
-        let again = relay
+        let again = queue
             .acquire(&LockKey::new("k2"), options(0))
             .await
             .unwrap();
@@ -730,17 +730,17 @@ mod tests {
     #[tokio::test]
     async fn a_failed_shared_acquisition_passes_the_turn_on() {
         let shared = LocalLock::new();
-        let relay = Relay::new(shared.clone());
+        let queue = KeyQueue::new(shared.clone());
         let key = LockKey::new("k");
         let outside = shared.acquire(&key, options(0)).await.unwrap();
         let a = {
-            let (relay, key) = (relay.clone(), key.clone());
-            tokio::spawn(async move { relay.acquire(&key, options(30)).await })
+            let (queue, key) = (queue.clone(), key.clone());
+            tokio::spawn(async move { queue.acquire(&key, options(30)).await })
         };
         tokio::time::sleep(Duration::from_millis(5)).await;
         let b = {
-            let (relay, key) = (relay.clone(), key.clone());
-            tokio::spawn(async move { relay.acquire(&key, options(5_000)).await })
+            let (queue, key) = (queue.clone(), key.clone());
+            tokio::spawn(async move { queue.acquire(&key, options(5_000)).await })
         };
         // a reaches the shared lock and times out there; b, queued behind
         // it, gets the turn and acquires once the outside holder releases
