@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use concert_domain::{Control, DistributedLock, LockOptions, RetryPolicy, SeatQueue};
+use concert_domain::{Control, DistributedLock, LockOptions, Locks, RetryPolicy, SeatQueue};
 use concert_inprocess::{KeyQueue, LocalLock};
+use concert_locking::Ordered;
 use concert_redis::{RedLock, RedisLocks};
 
 /// What a strategy may be built from.
@@ -54,12 +55,13 @@ impl Adapters {
 
     /// `lock` behind this process's local key queue, if configured: one local
     /// request per key at a time acquires `lock`, and a release hands it to
-    /// the next local request in memory (bounded streaks).
-    fn queued_locally<L: DistributedLock + 'static>(&self, lock: L) -> Arc<dyn DistributedLock> {
+    /// the next local request in memory (bounded streaks), or passes it on
+    /// before the holder's commit.
+    fn queued_locally<L: DistributedLock + 'static>(&self, lock: L) -> Arc<dyn Locks> {
         if self.local_queue {
-            Arc::new(KeyQueue::new(lock))
+            Arc::new(Ordered::new(KeyQueue::new(lock)))
         } else {
-            Arc::new(lock)
+            Arc::new(Ordered::plain(lock))
         }
     }
 
@@ -71,8 +73,8 @@ impl Adapters {
         Ok(Control::queued(name, q.queue.clone(), q.reply))
     }
 
-    fn locked(&self, name: &str, lock: Arc<dyn DistributedLock>) -> Control {
-        Control::locked(name, lock, self.lock_options)
+    fn locked(&self, name: &str, locks: Arc<dyn Locks>) -> Control {
+        Control::locked(name, locks, self.lock_options)
     }
 }
 
@@ -121,7 +123,7 @@ pub static REGISTRY: &[Strategy] = &[
         name: "redis-simple",
         summary: "Redis SET NX PX; fails at once when taken",
         needs_redis: true,
-        build: |a, name| Ok(a.locked(name, Arc::new(a.redis()?.simple()))),
+        build: |a, name| Ok(a.locked(name, Arc::new(Ordered::plain(a.redis()?.simple())))),
     },
     Strategy {
         name: "redis-spin",

@@ -17,7 +17,7 @@
 //! - at most one local request holds or waits for the shared lock per key,
 //!   and at most one local request holds the key: the hand-over happens
 //!   when the previous holder released (committed or rolled back), or
-//!   passed the key on early ([`HeldLock::pass_on`]: its writes are applied
+//!   passed the key on early ([`PassingHeld::pass_on`]: its writes are applied
 //!   and locked by storage, only its `COMMIT` is left, see
 //!   `concert_domain::Fences::hand_over`);
 //! - the shared lock goes back to the lock service only after every local
@@ -48,11 +48,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use concert_domain::{DistributedLock, Failure, Fence, HeldLock, LockKey, LockOptions, Passed};
+use concert_domain::{DistributedLock, Failure, Fence, HeldLock, LockKey, LockOptions};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use concert_locking::lease::later;
+use concert_locking::ordered::{Passed, Passing, PassingHeld};
 
 /// Hand-overs in one streak before the shared lock goes back to the lock
 /// service.
@@ -132,7 +133,7 @@ struct Streak {
 }
 
 /// The holders of one streak that passed it on before their unit of work
-/// ended ([`HeldLock::pass_on`]): the shared lock goes back to the lock
+/// ended ([`PassingHeld::pass_on`]): the shared lock goes back to the lock
 /// service only after they have all ended.
 #[derive(Default)]
 struct Unended {
@@ -149,7 +150,18 @@ impl Unended {
     /// [`Passed`] says it has.
     fn enter(self: &Arc<Self>) -> Passed {
         *self.count() += 1;
-        Box::new(Ending(self.clone()))
+        let unended = self.clone();
+        Passed::new(move || unended.leave())
+    }
+
+    /// A holder that passed on before it ended has ended.
+    fn leave(&self) {
+        let mut count = self.count();
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            drop(count);
+            self.ended.notify_waiters();
+        }
     }
 
     /// Returns once every holder counted has ended.
@@ -165,20 +177,6 @@ impl Unended {
 
     fn none(&self) -> bool {
         *self.count() == 0
-    }
-}
-
-/// A holder of the streak whose unit of work has not ended yet.
-struct Ending(Arc<Unended>);
-
-impl Drop for Ending {
-    fn drop(&mut self) {
-        let mut count = self.0.count();
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            drop(count);
-            self.0.ended.notify_waiters();
-        }
     }
 }
 
@@ -361,29 +359,6 @@ impl HeldLock for QueuedHeld {
         &self.fence
     }
 
-    /// A local request waits for the key and the streak may go on: a
-    /// release now hands the shared acquisition to it in memory.
-    fn waited_for_here(&self) -> bool {
-        self.baton.streak.as_ref().is_some_and(Streak::may_continue)
-            && self.baton.slots.has_waiters(&self.baton.key)
-    }
-
-    /// Hands the shared acquisition to the next local waiter now, before
-    /// this holder's unit of work has ended; the streak then does not go
-    /// back to the lock service before that unit has ended (the
-    /// [`Passed`] returned is dropped).
-    async fn pass_on(&mut self) -> Option<Passed> {
-        if !self.waited_for_here() {
-            return None;
-        }
-        let mut streak = self.baton.streak.take()?;
-        self.baton.armed = false;
-        let passed = streak.unended.enter();
-        streak.length += 1;
-        self.baton.slots.pass(&self.baton.key, Some(streak));
-        Some(passed)
-    }
-
     /// Hands the shared acquisition to the next local waiter, or releases
     /// it to the lock service (streak over, nobody waiting, lease lost) and
     /// passes the turn on.
@@ -408,6 +383,32 @@ impl HeldLock for QueuedHeld {
     }
 }
 
+#[async_trait]
+impl PassingHeld for QueuedHeld {
+    /// A local request waits for the key and the streak may go on: a
+    /// release now hands the shared acquisition to it in memory.
+    fn waited_for_here(&self) -> bool {
+        self.baton.streak.as_ref().is_some_and(Streak::may_continue)
+            && self.baton.slots.has_waiters(&self.baton.key)
+    }
+
+    /// Hands the shared acquisition to the next local waiter now, before
+    /// this holder's unit of work has ended; the streak then does not go
+    /// back to the lock service before that unit has ended (the
+    /// [`Passed`] returned is dropped).
+    async fn pass_on(&mut self) -> Option<Passed> {
+        if !self.waited_for_here() {
+            return None;
+        }
+        let mut streak = self.baton.streak.take()?;
+        self.baton.armed = false;
+        let passed = streak.unended.enter();
+        streak.length += 1;
+        self.baton.slots.pass(&self.baton.key, Some(streak));
+        Some(passed)
+    }
+}
+
 impl Slots {
     fn has_waiters(&self, key: &LockKey) -> bool {
         self.lock().get(key).is_some_and(|s| !s.queue.is_empty())
@@ -421,6 +422,26 @@ impl<L: DistributedLock> DistributedLock for KeyQueue<L> {
         key: &LockKey,
         options: LockOptions,
     ) -> Result<Box<dyn HeldLock>, Failure> {
+        Ok(Box::new(self.take(key, options).await?))
+    }
+}
+
+/// Under [`concert_locking::ordered::Ordered`], a unit of work passes the
+/// key on to the next local request before its commit.
+#[async_trait]
+impl<L: DistributedLock> Passing for KeyQueue<L> {
+    async fn acquire_passing(
+        &self,
+        key: &LockKey,
+        options: LockOptions,
+    ) -> Result<Box<dyn PassingHeld>, Failure> {
+        Ok(Box::new(self.take(key, options).await?))
+    }
+}
+
+impl<L: DistributedLock> KeyQueue<L> {
+    /// The key from the local queue, with the shared lock.
+    async fn take(&self, key: &LockKey, options: LockOptions) -> Result<QueuedHeld, Failure> {
         let deadline = later(Instant::now(), options.wait);
         let queued = {
             let mut slots = self.slots.lock();
@@ -480,7 +501,7 @@ impl<L: DistributedLock> DistributedLock for KeyQueue<L> {
                 let fence = streak.held.fence().clone();
                 self.slots.hold(key, &fence);
                 baton.streak = Some(streak);
-                return Ok(Box::new(QueuedHeld::new(baton, &fence)));
+                return Ok(QueuedHeld::new(baton, &fence));
             }
             // The lease ran out during the streak: give it up, acquire anew.
             streak.unended.wait().await;
@@ -502,7 +523,7 @@ impl<L: DistributedLock> DistributedLock for KeyQueue<L> {
             started: Instant::now(),
             unended: Arc::default(),
         });
-        Ok(Box::new(QueuedHeld::new(baton, &fence)))
+        Ok(QueuedHeld::new(baton, &fence))
     }
 }
 
@@ -560,7 +581,7 @@ mod tests {
         let shared = LocalLock::new();
         let queue = KeyQueue::new(shared.clone());
         let key = LockKey::new("k");
-        let first = queue.acquire(&key, options(0)).await.unwrap();
+        let first = queue.acquire_passing(&key, options(0)).await.unwrap();
         let token = first.fence().token();
         // MAX_STREAK + 1 holders queue behind the first one.
         let mut waiting = Vec::new();
@@ -568,7 +589,7 @@ mod tests {
             let queue = queue.clone();
             let key = key.clone();
             waiting.push(tokio::spawn(async move {
-                queue.acquire(&key, options(30_000)).await.unwrap()
+                queue.acquire_passing(&key, options(30_000)).await.unwrap()
             }));
             tokio::task::yield_now().await;
         }
@@ -606,7 +627,7 @@ mod tests {
             let shared = LocalLock::new();
             let queue = KeyQueue::new(shared.clone());
             let key = LockKey::new("k");
-            let mut first = queue.acquire(&key, options(0)).await.unwrap();
+            let mut first = queue.acquire_passing(&key, options(0)).await.unwrap();
             assert!(first.pass_on().await.is_none(), "nobody waits");
             let next = {
                 let (queue, key) = (queue.clone(), key.clone());

@@ -8,7 +8,9 @@
 //!   `DistributedLock`: one request per process and key contends in the
 //!   shared lock, and a release hands the shared lock to the next local
 //!   request in memory (bounded streaks), so a hot key costs the lock
-//!   service one round trip per streak, not per request.
+//!   service one round trip per streak, not per request. Its acquisitions
+//!   can also be passed on before the holder's commit
+//!   (`concert_locking::ordered::Passing`, under `Ordered`).
 //! - [`LocalWaitingRoom`]: the waiting room port for one instance.
 //! - [`SeatMapCache`]: seat maps and bookable dates served from memory,
 //!   kept current by invalidation (own commits, events, age).
