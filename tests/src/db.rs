@@ -31,7 +31,7 @@ pub fn adapters(
         local: concert_inprocess::LocalLock::new(),
         redis,
         redlock,
-        relay: true,
+        local_queue: true,
         lock_options: concert_domain::LockOptions::default(),
         queue: None,
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use concert_domain::{Control, DistributedLock, Failure, Fence, HeldLock, LockKey, LockOptions};
+use concert_locking::Ordered;
 
 /// Grants every acquisition with the fence token it was built with.
 #[derive(Debug, Clone)]
@@ -29,7 +30,11 @@ impl FixedFenceLock {
 
     /// A control that runs its work fenced under this lock.
     pub fn control(self) -> Control {
-        Control::locked("fixed-fence", Arc::new(self), LockOptions::default())
+        Control::locked(
+            "fixed-fence",
+            Arc::new(Ordered::plain(self)),
+            LockOptions::default(),
+        )
     }
 }
 

@@ -131,7 +131,7 @@ impl Infrastructure {
             local: LocalLock::new(),
             redis: self.redis.clone(),
             redlock: self.redlock.clone(),
-            relay: settings.locks.local_queue,
+            local_queue: settings.locks.local_queue,
             lock_options: LockOptions {
                 lease: settings.locks.lease,
                 wait: settings.locks.wait,

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use concert_domain::{Control, DistributedLock, LockOptions, RetryPolicy, SeatQueue};
-use concert_inprocess::{LocalLock, Relay};
+use concert_domain::{Control, DistributedLock, LockOptions, Locks, RetryPolicy, SeatQueue};
+use concert_inprocess::{KeyQueue, LocalLock};
+use concert_locking::Ordered;
 use concert_redis::{RedLock, RedisLocks};
 
 /// What a strategy may be built from.
@@ -25,9 +26,9 @@ pub struct Adapters {
     pub redis: Option<RedisLocks>,
     /// The RedLock masters, when `APP_REDLOCK_URLS` names them.
     pub redlock: Option<RedLock>,
-    /// Put the in-process relay in front of the waiting locks (false when
-    /// `APP_LOCK_LOCAL_QUEUE=false`).
-    pub relay: bool,
+    /// Put the in-process key queue in front of the waiting locks (false
+    /// when `APP_LOCK_LOCAL_QUEUE=false`).
+    pub local_queue: bool,
     pub lock_options: LockOptions,
     /// The seat queue (`queue`), when seat holds are configured to use it.
     pub queue: Option<QueueAdapter>,
@@ -54,14 +55,15 @@ impl Adapters {
         )
     }
 
-    /// `lock` behind this process's local relay, if configured: one local
-    /// request per key at a time acquires `lock`, and a release hands it to
-    /// the next local request in memory (bounded streaks).
-    fn relayed(&self, lock: Arc<dyn DistributedLock>) -> Arc<dyn DistributedLock> {
-        if self.relay {
-            Arc::new(Relay::new(lock))
+    /// `lock` behind this process's local key queue, if configured: one
+    /// local request per key at a time acquires `lock`, and a release hands
+    /// it to the next local request in memory (bounded streaks), or passes
+    /// it on before the holder's commit.
+    fn queued_locally(&self, lock: Arc<dyn DistributedLock>) -> Arc<dyn Locks> {
+        if self.local_queue {
+            Arc::new(Ordered::new(KeyQueue::new(lock)))
         } else {
-            lock
+            Arc::new(Ordered::plain(lock))
         }
     }
 
@@ -73,8 +75,8 @@ impl Adapters {
         Ok(Control::queued(name, q.queue.clone(), q.reply))
     }
 
-    fn locked(&self, name: &str, lock: Arc<dyn DistributedLock>) -> Control {
-        Control::locked(name, lock, self.lock_options)
+    fn locked(&self, name: &str, locks: Arc<dyn Locks>) -> Control {
+        Control::locked(name, locks, self.lock_options)
     }
 }
 
@@ -251,7 +253,7 @@ impl StrategyName {
         }
     }
 
-    /// The strategy's lock adapter over `adapters` (not behind the relay);
+    /// The strategy's lock adapter over `adapters` (not behind the key queue);
     /// `None` for a strategy without one.
     pub fn lock(&self, adapters: &Adapters) -> Option<anyhow::Result<Arc<dyn DistributedLock>>> {
         match self.0.kind {
@@ -266,14 +268,14 @@ impl StrategyName {
         match self.0.kind {
             Kind::Storage(control) => Ok(control(name)),
             Kind::Lock { lock, .. } => {
-                // a lock that fails at once gains nothing from the relay
+                // a lock that fails at once gains nothing from the key queue
                 let lock = lock(adapters)?;
-                let lock = if self.0.waits {
-                    adapters.relayed(lock)
+                let locks: Arc<dyn Locks> = if self.0.waits {
+                    adapters.queued_locally(lock)
                 } else {
-                    lock
+                    Arc::new(Ordered::plain(lock))
                 };
-                Ok(adapters.locked(name, lock))
+                Ok(adapters.locked(name, locks))
             }
             Kind::Queue => adapters.queued(name),
         }
@@ -387,7 +389,7 @@ mod tests {
             local: LocalLock::new(),
             redis: None,
             redlock: None,
-            relay: true,
+            local_queue: true,
             lock_options: LockOptions::default(),
             queue: None,
         };

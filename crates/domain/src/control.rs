@@ -15,7 +15,7 @@
 //!
 //! A [`Control`] is one operation's choice, made at wiring from
 //! configuration: run once under a protection, retry optimistic conflicts,
-//! run under a lock (any [`DistributedLock`] adapter), or (seat holds only)
+//! run under locks (a [`Locks`], over any lock adapter), or (seat holds only)
 //! send the request to the one applier of its partition ([`SeatQueue`]),
 //! which applies it fenced by the partition's lease.
 //!
@@ -23,12 +23,15 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, resume_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
+
 use crate::clock::Clock;
 use crate::error::{Failure, OperationError};
-use crate::lock::{DistributedLock, LockKey, LockOptions, with_locks};
+use crate::lock::{LockKey, LockOptions, Locks};
 pub use crate::protection::Protection;
 use crate::queue::SeatQueue;
 
@@ -121,7 +124,7 @@ enum Kind {
     Once(Protection),
     Retry(RetryPolicy),
     Locked {
-        lock: Arc<dyn DistributedLock>,
+        locks: Arc<dyn Locks>,
         options: LockOptions,
     },
     Queued {
@@ -175,14 +178,14 @@ impl Control {
         Self::new(name, Kind::Retry(policy))
     }
 
-    /// Under the exclusive locks of `lock`, fenced, with the optimistic
+    /// Under the exclusive locks of `locks`, fenced, with the optimistic
     /// version check as the second line of defence. A conflict under the
     /// locks (a writer that takes no lock changed a row between the unit's
     /// read and its write, or storage served a read it keeps for the
     /// lock's holders and it was out of date) is run once more while the
     /// locks are still held: the second unit reads afresh.
-    pub fn locked(name: &str, lock: Arc<dyn DistributedLock>, options: LockOptions) -> Self {
-        Self::new(name, Kind::Locked { lock, options })
+    pub fn locked(name: &str, locks: Arc<dyn Locks>, options: LockOptions) -> Self {
+        Self::new(name, Kind::Locked { locks, options })
     }
 
     /// Seat holds through `queue`: the request is applied by the holder of
@@ -222,9 +225,13 @@ impl Control {
     }
 
     /// Runs `work` (one whole unit of work, begun with the protection it is
-    /// given and committed before it returns) under this control. Under a
-    /// lock, the locks on `keys` are taken (sorted) before and released
-    /// after; optimistic retries call `work` again after a backoff.
+    /// given and committed before it returns) under this control. Under
+    /// locks, in the only safe order: **acquire (every key, see
+    /// [`Locks::lock`]) -> begin transaction -> decide -> commit ->
+    /// release**; the locks are released after the work has completed,
+    /// whether it returned `Ok`, `Err`, or panicked (the panic is re-raised
+    /// after the release). Optimistic retries call `work` again after a
+    /// backoff.
     pub async fn run<T, E, F, Fut>(
         &self,
         op: Operation,
@@ -252,21 +259,29 @@ impl Control {
                     }
                 }
             }
-            Kind::Locked { lock, options } => {
+            Kind::Locked { locks, options } => {
                 let started = Instant::now();
-                let outcome = with_locks(lock.as_ref(), keys, *options, |fences| async {
-                    self.observer.lock_acquired(op, name, started.elapsed());
-                    match self
-                        .attempt(op, work(Protection::Fenced(fences.clone())))
-                        .await
-                    {
-                        Err(e) if e.is_conflict() => {
-                            self.attempt(op, work(Protection::Fenced(fences))).await
-                        }
-                        outcome => outcome,
+                let outcome = match locks.lock(keys, *options).await {
+                    Err(e) => Err(e.into()),
+                    Ok(set) => {
+                        self.observer.lock_acquired(op, name, started.elapsed());
+                        let fences = set.fences();
+                        let under_locks = async {
+                            match self
+                                .attempt(op, work(Protection::Fenced(fences.clone())))
+                                .await
+                            {
+                                Err(e) if e.is_conflict() => {
+                                    self.attempt(op, work(Protection::Fenced(fences))).await
+                                }
+                                outcome => outcome,
+                            }
+                        };
+                        let outcome = AssertUnwindSafe(under_locks).catch_unwind().await;
+                        set.release().await;
+                        outcome.unwrap_or_else(|panic| resume_unwind(panic))
                     }
-                })
-                .await;
+                };
                 if matches!(&outcome, Err(e) if matches!(e.failure(), Some(Failure::LockTimeout))) {
                     self.observer.lock_timeout(op, name);
                 }
@@ -301,9 +316,80 @@ mod tests {
     use super::*;
     use crate::clock::MockClock;
     use crate::error::ReserveError;
-    use crate::lock::MockDistributedLock;
+    use crate::lock::{Fence, Fences, LockSet};
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, Ordering};
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    /// Locks that grant every key in the order given (ordering them is
+    /// `concert-locking`'s), with fences `first`, `first + 1`, ..., logging
+    /// `acquire <key>` and `release <key>`; or that time out.
+    struct TestLocks {
+        next: AtomicU64,
+        log: Log,
+        times_out: bool,
+    }
+
+    impl TestLocks {
+        fn granting(first: u64, log: Log) -> Arc<Self> {
+            Arc::new(Self {
+                next: AtomicU64::new(first),
+                log,
+                times_out: false,
+            })
+        }
+
+        fn timing_out() -> Arc<Self> {
+            Arc::new(Self {
+                next: AtomicU64::new(1),
+                log: Log::default(),
+                times_out: true,
+            })
+        }
+    }
+
+    struct TestSet {
+        fences: Fences,
+        log: Log,
+    }
+
+    #[async_trait::async_trait]
+    impl Locks for TestLocks {
+        async fn lock(
+            &self,
+            keys: &[LockKey],
+            _: LockOptions,
+        ) -> Result<Box<dyn LockSet>, Failure> {
+            if self.times_out {
+                return Err(Failure::LockTimeout);
+            }
+            let mut fences = Vec::new();
+            for key in keys {
+                self.log.lock().unwrap().push(format!("acquire {key}"));
+                let token = self.next.fetch_add(1, Ordering::SeqCst);
+                fences.push((key.clone(), Fence::new(token)));
+            }
+            Ok(Box::new(TestSet {
+                fences: Fences::new(fences),
+                log: self.log.clone(),
+            }))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl LockSet for TestSet {
+        fn fences(&self) -> Fences {
+            self.fences.clone()
+        }
+
+        async fn release(self: Box<Self>) {
+            let mut log = self.log.lock().unwrap();
+            for (key, _) in self.fences.iter().collect::<Vec<_>>().into_iter().rev() {
+                log.push(format!("release {key}"));
+            }
+        }
+    }
 
     fn no_sleep_clock() -> MockClock {
         let mut clock = MockClock::new();
@@ -439,11 +525,11 @@ mod tests {
     #[tokio::test]
     async fn locked_runs_fenced_under_every_key_then_releases() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let lock = Arc::new(MockDistributedLock::granting(77, log.clone()));
+        let lock = TestLocks::granting(77, log.clone());
         let counts = Arc::new(Counts::default());
         let control =
             Control::locked("a-lock", lock, LockOptions::default()).with_observer(counts.clone());
-        let keys = [LockKey::new("seat:1:02"), LockKey::new("seat:1:01")];
+        let keys = [LockKey::new("seat:1:01"), LockKey::new("seat:1:02")];
         let work_log = log.clone();
         let out: Result<Vec<u64>, ReserveError> = control
             .run(Operation::Reserve, &keys, &no_sleep_clock(), |p| {
@@ -472,7 +558,7 @@ mod tests {
     #[tokio::test]
     async fn a_conflict_under_the_locks_runs_once_more_before_the_release() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let lock = Arc::new(MockDistributedLock::granting(5, log.clone()));
+        let lock = TestLocks::granting(5, log.clone());
         let counts = Arc::new(Counts::default());
         let control =
             Control::locked("a-lock", lock, LockOptions::default()).with_observer(counts.clone());
@@ -525,11 +611,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_lock_timeout_never_runs_the_work() {
-        let mut lock = MockDistributedLock::new();
-        lock.expect_acquire()
-            .returning(|_, _| Err(Failure::LockTimeout));
         let counts = Arc::new(Counts::default());
-        let control = Control::locked("a-lock", Arc::new(lock), LockOptions::default())
+        let control = Control::locked("a-lock", TestLocks::timing_out(), LockOptions::default())
             .with_observer(counts.clone());
         let out: Result<(), ReserveError> = control
             .run(
@@ -544,6 +627,42 @@ mod tests {
             Err(ReserveError::Failed(Failure::LockTimeout))
         ));
         assert_eq!(counts.get(), [0, 0, 0, 1]);
+    }
+
+    #[tokio::test]
+    async fn the_locks_are_released_when_the_work_fails_or_panics() {
+        let log = Log::default();
+        let control = Control::locked(
+            "a-lock",
+            TestLocks::granting(1, log.clone()),
+            LockOptions::default(),
+        );
+        let keys = [LockKey::new("wallet:9")];
+        let out: Result<(), ReserveError> = control
+            .run(Operation::Reserve, &keys, &no_sleep_clock(), |_| async {
+                Err(ReserveError::SeatNotFound)
+            })
+            .await;
+        assert!(matches!(out, Err(ReserveError::SeatNotFound)));
+        let joined = tokio::spawn(async move {
+            let keys = [LockKey::new("seat:2:02")];
+            let _: Result<(), ReserveError> = control
+                .run(Operation::Reserve, &keys, &no_sleep_clock(), |_| async {
+                    panic!("bug in the closure")
+                })
+                .await;
+        })
+        .await;
+        assert!(joined.unwrap_err().is_panic());
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "acquire wallet:9",
+                "release wallet:9",
+                "acquire seat:2:02",
+                "release seat:2:02"
+            ]
+        );
     }
 
     #[tokio::test]

@@ -53,7 +53,7 @@ pub use ids::{
     SeatNumber, UserId,
 };
 pub use lock::{
-    DistributedLock, Fence, Fences, HeldLock, LockKey, LockOptions, Passed, with_locks,
+    DistributedLock, Fence, Fences, HandOver, HeldLock, LockKey, LockOptions, LockSet, Locks,
 };
 pub use model::catalogue::{
     Concert, NewSchedule, Schedule, ScheduleSummary, SeatStatus, SeatView, Title,

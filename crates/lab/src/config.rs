@@ -111,7 +111,7 @@ pub struct LabConfig {
     pub redis_url: String,
     pub db_pool_size: usize,
     pub progress: bool,
-    /// Lock strategies queue per key in the in-process relay first (as the app does by
+    /// Lock strategies queue per key in the in-process key queue first (as the app does by
     /// default); `--no-local-queue` measures the bare locks.
     pub local_queue: bool,
     /// The waiting-room scenarios (see [`RoomLabConfig`]).
@@ -210,7 +210,7 @@ const USAGE_TAIL: &str =
   --pool N            MySQL pool size (default 32)
   --out DIR           output directory (default target/lab)
   --no-progress       no progress line
-  --no-local-queue    locks without the in-process relay per key
+  --no-local-queue    locks without the in-process key queue
 
 waiting-room and on-sale (HTTP, on app instances the lab starts in process,
 sharing a redis-server the lab starts on a free port; run only when named):

@@ -152,7 +152,7 @@ impl LabEnv {
             local: local.clone(),
             redis: Some(redis.clone()),
             redlock: Some(redlock.clone()),
-            relay: config.local_queue,
+            local_queue: config.local_queue,
             lock_options: LockOptions {
                 lease: settings.locks.lease,
                 wait: settings.locks.wait,

@@ -5,7 +5,7 @@
 //! Under a lock, a hot wallet's critical section is: the hand-over to the
 //! next holder, its `SELECT`, and the round trip that carries the checked
 //! `UPDATE` with the history and outbox rows (see
-//! [`crate::commit::DeferredWallet`]). The in-process relay hands one
+//! [`crate::commit::DeferredWallet`]). The in-process key queue hands one
 //! acquisition, with its fencing token, from one local holder to the next;
 //! what the previous holder wrote under that token is exactly the row's
 //! state once it commits (the compound `UPDATE` writes absolute values).

@@ -18,6 +18,7 @@ use concert_domain::{
     SeatState, Services, Stored, Title, Transactions, UnitOfWork, UsePoints, UserId, Wallet,
 };
 use concert_inprocess::LocalLock;
+use concert_locking::Ordered;
 use concert_mysql::{DatabaseUrl, Db, MysqlStore, PoolOptions};
 use concert_testkit::{Sql, TestDatabase};
 
@@ -191,7 +192,11 @@ fn controls() -> Vec<Control> {
         Control::pessimistic("pessimistic"),
         Control::atomic("atomic"),
         Control::retrying("optimistic-retry", concert_domain::RetryPolicy::default()),
-        Control::locked("local", Arc::new(LocalLock::new()), LockOptions::default()),
+        Control::locked(
+            "local",
+            Arc::new(Ordered::plain(LocalLock::new())),
+            LockOptions::default(),
+        ),
     ]
 }
 
@@ -940,7 +945,7 @@ async fn a_wallet_saved_at_commit_is_checked_by_the_commit() {
 
 /// `write` applies and checks what the unit held back without committing,
 /// and the rows written stay locked until the unit ends. The next holder of
-/// the same fencing token (a relay's hand-over) reads the written wallet
+/// the same fencing token (a hand-over along the in-process key queue) reads the written wallet
 /// from memory at once, and its own write waits for the first unit's end:
 /// after that unit's commit it applies on top; after its rollback it is
 /// refused as a conflict, and the next read sees the rolled-back state.
@@ -2210,7 +2215,11 @@ async fn fenced_uses_under_the_in_process_lock_all_succeed_and_record_their_toke
     let env = env().await;
     env.sql.set_balance(user(1), 10_000).await.unwrap();
     let clock = TestClock::new();
-    let control = Control::locked("local", Arc::new(LocalLock::new()), LockOptions::default());
+    let control = Control::locked(
+        "local",
+        Arc::new(Ordered::plain(LocalLock::new())),
+        LockOptions::default(),
+    );
     let svc = services(&env, control, Policy::default(), &clock);
     let tasks: Vec<_> = (0..20)
         .map(|_| {

@@ -23,6 +23,7 @@ use concert_domain::{
     Control, DistributedLock, Failure, LockOptions, ReserveError, ReserveSeat, ScheduleId,
     SeatNumber, UserId,
 };
+use concert_locking::Ordered;
 use concert_mysql::{DatabaseUrl, Db, PoolOptions};
 use concert_redis::{RedisLockSettings, RedisLocks};
 use concert_tests::db::{adapters, with_default_points};
@@ -86,7 +87,7 @@ async fn run() -> anyhow::Result<String> {
     .await?;
     let seats = Control::locked(
         kind,
-        lock,
+        Arc::new(Ordered::plain(lock)),
         LockOptions {
             lease: Duration::from_secs(10),
             wait: Duration::from_secs(10),

@@ -1,7 +1,7 @@
 //! The lock port's contract, written once, generic over `DistributedLock`,
 //! and run against every adapter: `local`, `redis-simple`, `redis-spin`,
 //! `redis-pubsub`, and the pub/sub and spin locks behind the in-process
-//! relay (as the app wires them). Each Redis test runs on its own key
+//! key queue (as the app wires them). Each Redis test runs on its own key
 //! prefix.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use concert_domain::{DistributedLock, Failure, HeldLock, LockKey, LockOptions};
-use concert_inprocess::{LocalLock, MAX_STREAK, Relay};
+use concert_inprocess::{KeyQueue, LocalLock, MAX_STREAK};
 use concert_redis::{LockStats, RedLock, RedisLock, RedisLockSettings, RedisLocks};
 use concert_tests::redis::{TestRedLock, TestRedis, redis_url, test_prefix};
 use tokio::time::{Instant, timeout};
@@ -23,7 +23,7 @@ struct Adapter<L> {
     waits: bool,
     /// Hands one acquisition along a streak of local holders (they share
     /// its fencing token).
-    relays: bool,
+    hands_along: bool,
     stats: Arc<dyn Fn() -> LockStats + Send + Sync>,
 }
 
@@ -111,7 +111,7 @@ async fn mutual_exclusion<L: DistributedLock + 'static>(a: Adapter<L>) {
         assert!(acquired >= 1);
     }
     let stats = (a.stats)();
-    if a.relays {
+    if a.hands_along {
         // hand-overs in memory spare most acquisitions
         assert!(stats.attempts >= 1, "{stats:?}");
     } else {
@@ -265,7 +265,7 @@ async fn fencing_tokens_increase<L: DistributedLock + 'static>(a: Adapter<L>) {
     let order = order.lock().unwrap().clone();
     assert_eq!(order.len(), 20);
     assert!(order[0] > last);
-    if a.relays {
+    if a.hands_along {
         // holders of one streak share its token; a new acquisition has a
         // newer one
         assert!(
@@ -412,7 +412,7 @@ fn local() -> Adapter<LocalLock> {
     Adapter {
         lock: Arc::new(lock),
         waits: true,
-        relays: false,
+        hands_along: false,
         stats: Arc::new(move || seen.stats()),
     }
 }
@@ -422,7 +422,7 @@ fn redis_adapter<L>(redis: &TestRedis, lock: L, waits: bool) -> Adapter<L> {
     Adapter {
         lock: Arc::new(lock),
         waits,
-        relays: false,
+        hands_along: false,
         stats: Arc::new(move || locks.stats()),
     }
 }
@@ -442,24 +442,24 @@ async fn pubsub() -> (Adapter<RedisLock>, TestRedis) {
     (redis_adapter(&redis, redis.locks.pubsub(), true), redis)
 }
 
-/// The pub/sub lock behind the in-process relay (`redis-pubsub` as the
+/// The pub/sub lock behind the in-process key queue (`redis-pubsub` as the
 /// app wires it).
-async fn relayed() -> (Adapter<Relay<RedisLock>>, TestRedis) {
+async fn key_queued() -> (Adapter<KeyQueue<RedisLock>>, TestRedis) {
     let redis = TestRedis::new().await;
     let adapter = Adapter {
-        relays: true,
-        ..redis_adapter(&redis, Relay::new(redis.locks.pubsub()), true)
+        hands_along: true,
+        ..redis_adapter(&redis, KeyQueue::new(redis.locks.pubsub()), true)
     };
     (adapter, redis)
 }
 
-/// The spin lock behind the in-process relay (`redis-spin` as the app
+/// The spin lock behind the in-process key queue (`redis-spin` as the app
 /// wires it).
-async fn relayed_spin() -> (Adapter<Relay<RedisLock>>, TestRedis) {
+async fn key_queued_spin() -> (Adapter<KeyQueue<RedisLock>>, TestRedis) {
     let redis = TestRedis::new().await;
     let adapter = Adapter {
-        relays: true,
-        ..redis_adapter(&redis, Relay::new(redis.locks.spin()), true)
+        hands_along: true,
+        ..redis_adapter(&redis, KeyQueue::new(redis.locks.spin()), true)
     };
     (adapter, redis)
 }
@@ -471,7 +471,7 @@ async fn redlock() -> (Adapter<RedLock>, TestRedLock) {
     let adapter = Adapter {
         lock: Arc::new(redlock.lock.clone()),
         waits: true,
-        relays: false,
+        hands_along: false,
         stats: Arc::new(move || seen.stats()),
     };
     (adapter, redlock)
@@ -503,17 +503,17 @@ macro_rules! contract {
     };
 }
 
-contract!(mutual_exclusion: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
-contract!(a_stale_release_is_lost_and_harmless: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
-contract!(crashed_holder_expires: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
-contract!(watchdog_keeps_a_long_section_exclusive: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
-contract!(an_outlived_lease_is_flagged_lost: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
-contract!(wait_budget_is_honoured: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
-contract!(fencing_tokens_increase: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
-contract!(dropped_guards_and_cancelled_waiters: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
+contract!(mutual_exclusion: local, simple, spin, pubsub, key_queued, key_queued_spin, redlock);
+contract!(a_stale_release_is_lost_and_harmless: local, simple, spin, pubsub, key_queued, key_queued_spin, redlock);
+contract!(crashed_holder_expires: local, simple, spin, pubsub, key_queued, key_queued_spin, redlock);
+contract!(watchdog_keeps_a_long_section_exclusive: local, simple, spin, pubsub, key_queued, key_queued_spin, redlock);
+contract!(an_outlived_lease_is_flagged_lost: local, simple, spin, pubsub, key_queued, key_queued_spin, redlock);
+contract!(wait_budget_is_honoured: local, simple, spin, pubsub, key_queued, key_queued_spin, redlock);
+contract!(fencing_tokens_increase: local, simple, spin, pubsub, key_queued, key_queued_spin, redlock);
+contract!(dropped_guards_and_cancelled_waiters: local, simple, spin, pubsub, key_queued, key_queued_spin, redlock);
 contract!(wake_one: local, pubsub);
 contract!(hand_over: pubsub);
-contract!(extreme_options_are_accepted: local, simple, spin, pubsub, relayed, relayed_spin, redlock);
+contract!(extreme_options_are_accepted: local, simple, spin, pubsub, key_queued, key_queued_spin, redlock);
 
 // -------------------------------------------------------- Redis specifics
 
@@ -657,13 +657,13 @@ async fn invalid_configuration_is_refused_at_connect() {
     ));
 }
 
-/// 100 requests of one process for one key through the in-process relay:
+/// 100 requests of one process for one key through the in-process key queue:
 /// they never wait in Redis (one local request at a time reaches it) and
 /// are handed the lock in memory along streaks of at most MAX_STREAK + 1
 /// holders, so Redis sees one acquisition per streak, not per request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_relay_hands_a_hot_key_along_in_memory() {
-    for (a, _redis) in [relayed().await, relayed_spin().await] {
+async fn the_key_queue_hands_a_hot_key_along_in_memory() {
+    for (a, _redis) in [key_queued().await, key_queued_spin().await] {
         let key = LockKey::new("seat:3:1");
         let counter = Arc::new(AtomicU64::new(0));
         let tasks: Vec<_> = (0..100)

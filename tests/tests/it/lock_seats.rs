@@ -12,6 +12,7 @@ use concert_domain::{
     SeatNumber, SeatState, UserId,
 };
 use concert_inprocess::SystemClock;
+use concert_locking::Ordered;
 use concert_tests::audit::assert_consistent;
 use concert_tests::clock::ManualClock;
 use concert_tests::db::{TestDb, adapters, concurrently};
@@ -160,7 +161,7 @@ async fn one_winner_among_100(strategy: &str) {
     let (lock, _redis) = lock_for(strategy).await;
     let control = Control::locked(
         strategy,
-        lock,
+        Arc::new(Ordered::plain(lock)),
         LockOptions {
             lease: Duration::from_secs(10),
             wait: Duration::from_secs(20),

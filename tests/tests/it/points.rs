@@ -571,7 +571,7 @@ async fn a_stale_or_lost_fence_writes_nothing() {
     assert_eq!(balance(&svc, user(1)).await, 8_500);
 }
 
-/// Under one lock acquisition (one fencing token, as the in-process relay
+/// Under one lock acquisition (one fencing token, as the in-process key queue
 /// hands it from holder to holder), a holder reads the wallet the previous
 /// holder committed from memory. A writer of the same process that takes
 /// no lock makes it read again; one elsewhere is caught by the version

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use concert_domain::{Control, LockOptions, ReserveSeat, SeatNumber, UserId};
+use concert_locking::Ordered;
 use concert_redis::{RedisLockSettings, RedisLocks};
 use concert_tests::app::redis_url;
 use concert_tests::db::concurrently;
@@ -259,7 +260,7 @@ async fn partition_tokens_outrank_the_tokens_of_the_seat_locks() {
         .unwrap();
     let control = Control::locked(
         "redis-pubsub",
-        Arc::new(locks.pubsub()),
+        Arc::new(Ordered::plain(locks.pubsub())),
         LockOptions::default(),
     );
     let locked = world.db.seat_services(control, world.clock.clone());

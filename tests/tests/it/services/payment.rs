@@ -17,6 +17,7 @@ use concert_domain::model::seat::SeatState;
 use concert_domain::model::wallet::PointKind;
 use concert_domain::services::{ReserveSeat, Services};
 use concert_domain::*;
+use concert_locking::Ordered;
 use concert_memory::MemoryStore;
 
 fn user(n: u64) -> UserId {
@@ -30,7 +31,11 @@ fn controls() -> Vec<Control> {
         Control::pessimistic("pessimistic"),
         Control::atomic("atomic"),
         Control::retrying("optimistic-retry", RetryPolicy::default()),
-        Control::locked("local", lock, LockOptions::default()),
+        Control::locked(
+            "local",
+            Arc::new(Ordered::plain(lock)),
+            LockOptions::default(),
+        ),
     ]
 }
 

@@ -13,6 +13,8 @@ use concert_domain::model::wallet::{MAX_BALANCE, PointKind};
 use concert_domain::services::Policy;
 use concert_domain::services::Services;
 use concert_domain::*;
+use concert_locking::Ordered;
+use concert_locking::ordered::testing::Contended;
 use concert_memory::MemoryStore;
 
 fn user() -> UserId {
@@ -30,7 +32,11 @@ fn controls() -> Vec<Control> {
         Control::pessimistic("pessimistic"),
         Control::atomic("atomic"),
         Control::retrying("optimistic-retry", RetryPolicy::default()),
-        Control::locked("local", lock, LockOptions::default()),
+        Control::locked(
+            "local",
+            Arc::new(Ordered::plain(lock)),
+            LockOptions::default(),
+        ),
     ]
 }
 
@@ -169,8 +175,13 @@ fn use_300() -> UsePoints {
 /// user's balance set to `balance`.
 fn under_logged_lock(waited_for_here: bool, balance: u64) -> (Services, MemoryStore, Log) {
     let log = Log::default();
-    let lock = MockDistributedLock::granting_contended(1, log.clone(), waited_for_here);
-    let control = Control::locked("local", Arc::new(lock), LockOptions::default());
+    let lock = MockDistributedLock::granting(1, log.clone());
+    let lock = Contended::new(lock, log.clone(), move |_| waited_for_here);
+    let control = Control::locked(
+        "local",
+        Arc::new(Ordered::new(lock)),
+        LockOptions::default(),
+    );
     let (svc, store) = logged_services(control, log.clone());
     store.set_balance(user(), balance);
     (svc, store, log)

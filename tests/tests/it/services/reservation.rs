@@ -15,6 +15,7 @@ use concert_domain::model::seat::SeatState;
 use concert_domain::queue::SeatRequest;
 use concert_domain::services::{Policy, Services};
 use concert_domain::*;
+use concert_locking::Ordered;
 use concert_memory::MemoryStore;
 
 fn seat(n: i64) -> SeatNumber {
@@ -32,7 +33,11 @@ fn controls() -> Vec<Control> {
         Control::pessimistic("pessimistic"),
         Control::atomic("atomic"),
         Control::retrying("optimistic-retry", RetryPolicy::default()),
-        Control::locked("local", lock, LockOptions::default()),
+        Control::locked(
+            "local",
+            Arc::new(Ordered::plain(lock)),
+            LockOptions::default(),
+        ),
     ]
 }
 
@@ -408,8 +413,11 @@ async fn a_commit_conflict_is_retried_only_by_the_retrying_control() {
 async fn under_a_lock_the_seats_fence_is_recorded_and_a_stale_one_refused() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let lock = Arc::new(MockDistributedLock::granting(40, log.clone()));
-    let (svc, store, clock, schedule) =
-        setup(Control::locked("local", lock, LockOptions::default()));
+    let (svc, store, clock, schedule) = setup(Control::locked(
+        "local",
+        Arc::new(Ordered::plain(lock)),
+        LockOptions::default(),
+    ));
     let cmd = |u| ReserveSeat {
         user: user(u),
         schedule,
@@ -426,7 +434,11 @@ async fn under_a_lock_the_seats_fence_is_recorded_and_a_stale_one_refused() {
     let old = Arc::new(MockDistributedLock::granting(7, Arc::default()));
     let stale = ReservationService::new(
         store.ports(Arc::new(clock.clone())),
-        Control::locked("local", old, LockOptions::default()),
+        Control::locked(
+            "local",
+            Arc::new(Ordered::plain(old)),
+            LockOptions::default(),
+        ),
         Policy::default(),
     );
     clock.advance(Duration::minutes(5));

@@ -1,10 +1,10 @@
-//! [`Relay`]: a process-local queue per key in front of a shared lock,
+//! [`KeyQueue`]: a process-local queue per key in front of a shared lock,
 //! which hands the shared lock from one local holder to the next.
 //!
 //! When many requests of one process want the same key (a crowd on one
 //! seat, one user's concurrent payments), sending each of them to the
 //! shared lock service is wasted work: only one can hold the lock. Behind a
-//! `Relay`, requests of one process queue per key in memory (FIFO, each
+//! `KeyQueue`, requests of one process queue per key in memory (FIFO, each
 //! within its own wait budget); the first acquires the shared lock, and
 //! when it releases, the shared lock is **handed to the next local request
 //! in memory**, without a round trip to the lock service. A hot key then
@@ -17,7 +17,7 @@
 //! - at most one local request holds or waits for the shared lock per key,
 //!   and at most one local request holds the key: the hand-over happens
 //!   when the previous holder released (committed or rolled back), or
-//!   passed the key on early ([`HeldLock::pass_on`]: its writes are applied
+//!   passed the key on early ([`PassingHeld::pass_on`]: its writes are applied
 //!   and locked by storage, only its `COMMIT` is left, see
 //!   `concert_domain::Fences::hand_over`);
 //! - the shared lock goes back to the lock service only after every local
@@ -48,11 +48,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use concert_domain::{DistributedLock, Failure, Fence, HeldLock, LockKey, LockOptions, Passed};
+use concert_domain::{DistributedLock, Failure, Fence, HeldLock, LockKey, LockOptions};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use concert_locking::lease::later;
+use concert_locking::ordered::{Passed, Passing, PassingHeld};
 
 /// Hand-overs in one streak before the shared lock goes back to the lock
 /// service.
@@ -65,20 +66,20 @@ pub const STALE_CHECK: Duration = Duration::from_millis(50);
 
 /// A [`DistributedLock`] that queues locally per key in front of `shared`
 /// and hands `shared`'s acquisitions from one local holder to the next.
-pub struct Relay<L> {
+pub struct KeyQueue<L> {
     shared: L,
     slots: Arc<Slots>,
 }
 
-impl<L: fmt::Debug> fmt::Debug for Relay<L> {
+impl<L: fmt::Debug> fmt::Debug for KeyQueue<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Relay")
+        f.debug_struct("KeyQueue")
             .field("shared", &self.shared)
             .finish_non_exhaustive()
     }
 }
 
-impl<L: Clone> Clone for Relay<L> {
+impl<L: Clone> Clone for KeyQueue<L> {
     fn clone(&self) -> Self {
         Self {
             shared: self.shared.clone(),
@@ -87,7 +88,7 @@ impl<L: Clone> Clone for Relay<L> {
     }
 }
 
-impl<L> Relay<L> {
+impl<L> KeyQueue<L> {
     pub fn new(shared: L) -> Self {
         Self {
             shared,
@@ -95,7 +96,7 @@ impl<L> Relay<L> {
         }
     }
 
-    /// The shared lock behind the relay.
+    /// The shared lock behind the queue.
     pub fn shared(&self) -> &L {
         &self.shared
     }
@@ -132,7 +133,7 @@ struct Streak {
 }
 
 /// The holders of one streak that passed it on before their unit of work
-/// ended ([`HeldLock::pass_on`]): the shared lock goes back to the lock
+/// ended ([`PassingHeld::pass_on`]): the shared lock goes back to the lock
 /// service only after they have all ended.
 #[derive(Default)]
 struct Unended {
@@ -149,7 +150,18 @@ impl Unended {
     /// [`Passed`] says it has.
     fn enter(self: &Arc<Self>) -> Passed {
         *self.count() += 1;
-        Box::new(Ending(self.clone()))
+        let unended = self.clone();
+        Passed::new(move || unended.leave())
+    }
+
+    /// A holder that passed on before it ended has ended.
+    fn leave(&self) {
+        let mut count = self.count();
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            drop(count);
+            self.ended.notify_waiters();
+        }
     }
 
     /// Returns once every holder counted has ended.
@@ -165,20 +177,6 @@ impl Unended {
 
     fn none(&self) -> bool {
         *self.count() == 0
-    }
-}
-
-/// A holder of the streak whose unit of work has not ended yet.
-struct Ending(Arc<Unended>);
-
-impl Drop for Ending {
-    fn drop(&mut self) {
-        let mut count = self.0.count();
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            drop(count);
-            self.0.ended.notify_waiters();
-        }
     }
 }
 
@@ -310,14 +308,14 @@ impl Slots {
     }
 }
 
-/// An acquisition through a [`Relay`]: the baton with the streak, until
+/// An acquisition through a [`KeyQueue`]: the baton with the streak, until
 /// released or passed on; its fence stays readable after that.
-struct RelayHeld {
+struct QueuedHeld {
     baton: Baton,
     fence: Fence,
 }
 
-impl RelayHeld {
+impl QueuedHeld {
     fn new(baton: Baton, fence: &Fence) -> Self {
         Self {
             baton,
@@ -326,9 +324,9 @@ impl RelayHeld {
     }
 }
 
-impl fmt::Debug for RelayHeld {
+impl fmt::Debug for QueuedHeld {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RelayHeld")
+        f.debug_struct("QueuedHeld")
             .field("key", &self.baton.key)
             .field("fence", &self.fence)
             .field("held", &self.baton.streak.is_some())
@@ -336,7 +334,7 @@ impl fmt::Debug for RelayHeld {
     }
 }
 
-impl Drop for RelayHeld {
+impl Drop for QueuedHeld {
     fn drop(&mut self) {
         // Dropped without release (a cancelled request): do not hand over
         // what it may have left half done; the shared lock is released in
@@ -352,36 +350,13 @@ impl Drop for RelayHeld {
 }
 
 #[async_trait]
-impl HeldLock for RelayHeld {
+impl HeldLock for QueuedHeld {
     fn key(&self) -> &LockKey {
         &self.baton.key
     }
 
     fn fence(&self) -> &Fence {
         &self.fence
-    }
-
-    /// A local request waits for the key and the streak may go on: a
-    /// release now hands the shared acquisition to it in memory.
-    fn waited_for_here(&self) -> bool {
-        self.baton.streak.as_ref().is_some_and(Streak::may_continue)
-            && self.baton.slots.has_waiters(&self.baton.key)
-    }
-
-    /// Hands the shared acquisition to the next local waiter now, before
-    /// this holder's unit of work has ended; the streak then does not go
-    /// back to the lock service before that unit has ended (the
-    /// [`Passed`] returned is dropped).
-    async fn pass_on(&mut self) -> Option<Passed> {
-        if !self.waited_for_here() {
-            return None;
-        }
-        let mut streak = self.baton.streak.take()?;
-        self.baton.armed = false;
-        let passed = streak.unended.enter();
-        streak.length += 1;
-        self.baton.slots.pass(&self.baton.key, Some(streak));
-        Some(passed)
     }
 
     /// Hands the shared acquisition to the next local waiter, or releases
@@ -408,6 +383,32 @@ impl HeldLock for RelayHeld {
     }
 }
 
+#[async_trait]
+impl PassingHeld for QueuedHeld {
+    /// A local request waits for the key and the streak may go on: a
+    /// release now hands the shared acquisition to it in memory.
+    fn waited_for_here(&self) -> bool {
+        self.baton.streak.as_ref().is_some_and(Streak::may_continue)
+            && self.baton.slots.has_waiters(&self.baton.key)
+    }
+
+    /// Hands the shared acquisition to the next local waiter now, before
+    /// this holder's unit of work has ended; the streak then does not go
+    /// back to the lock service before that unit has ended (the
+    /// [`Passed`] returned is dropped).
+    async fn pass_on(&mut self) -> Option<Passed> {
+        if !self.waited_for_here() {
+            return None;
+        }
+        let mut streak = self.baton.streak.take()?;
+        self.baton.armed = false;
+        let passed = streak.unended.enter();
+        streak.length += 1;
+        self.baton.slots.pass(&self.baton.key, Some(streak));
+        Some(passed)
+    }
+}
+
 impl Slots {
     fn has_waiters(&self, key: &LockKey) -> bool {
         self.lock().get(key).is_some_and(|s| !s.queue.is_empty())
@@ -415,12 +416,32 @@ impl Slots {
 }
 
 #[async_trait]
-impl<L: DistributedLock> DistributedLock for Relay<L> {
+impl<L: DistributedLock> DistributedLock for KeyQueue<L> {
     async fn acquire(
         &self,
         key: &LockKey,
         options: LockOptions,
     ) -> Result<Box<dyn HeldLock>, Failure> {
+        Ok(Box::new(self.take(key, options).await?))
+    }
+}
+
+/// Under [`concert_locking::ordered::Ordered`], a unit of work passes the
+/// key on to the next local request before its commit.
+#[async_trait]
+impl<L: DistributedLock> Passing for KeyQueue<L> {
+    async fn acquire_passing(
+        &self,
+        key: &LockKey,
+        options: LockOptions,
+    ) -> Result<Box<dyn PassingHeld>, Failure> {
+        Ok(Box::new(self.take(key, options).await?))
+    }
+}
+
+impl<L: DistributedLock> KeyQueue<L> {
+    /// The key from the local queue, with the shared lock.
+    async fn take(&self, key: &LockKey, options: LockOptions) -> Result<QueuedHeld, Failure> {
         let deadline = later(Instant::now(), options.wait);
         let queued = {
             let mut slots = self.slots.lock();
@@ -480,12 +501,12 @@ impl<L: DistributedLock> DistributedLock for Relay<L> {
                 let fence = streak.held.fence().clone();
                 self.slots.hold(key, &fence);
                 baton.streak = Some(streak);
-                return Ok(Box::new(RelayHeld::new(baton, &fence)));
+                return Ok(QueuedHeld::new(baton, &fence));
             }
             // The lease ran out during the streak: give it up, acquire anew.
             streak.unended.wait().await;
             if let Err(e) = streak.held.release().await {
-                tracing::debug!(error = %e, %key, "a relayed lock had already expired");
+                tracing::debug!(error = %e, %key, "a lock handed along the local queue had already expired");
             }
         }
         let wait = deadline.saturating_duration_since(Instant::now());
@@ -502,7 +523,7 @@ impl<L: DistributedLock> DistributedLock for Relay<L> {
             started: Instant::now(),
             unended: Arc::default(),
         });
-        Ok(Box::new(RelayHeld::new(baton, &fence)))
+        Ok(QueuedHeld::new(baton, &fence))
     }
 }
 
@@ -524,14 +545,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_holder_at_a_time_and_hand_overs_skip_the_shared_lock() {
         let shared = LocalLock::new();
-        let relay = Arc::new(Relay::new(shared.clone()));
+        let queue = Arc::new(KeyQueue::new(shared.clone()));
         let key = LockKey::new("seat:1:1");
         let value = Arc::new(AtomicU64::new(0));
         let tasks: Vec<_> = (0..50)
             .map(|_| {
-                let (relay, key, value) = (relay.clone(), key.clone(), value.clone());
+                let (queue, key, value) = (queue.clone(), key.clone(), value.clone());
                 tokio::spawn(async move {
-                    let guard = relay.acquire(&key, options(30_000)).await.unwrap();
+                    let guard = queue.acquire(&key, options(30_000)).await.unwrap();
                     let seen = value.load(Ordering::SeqCst);
                     tokio::task::yield_now().await;
                     value.store(seen + 1, Ordering::SeqCst);
@@ -552,23 +573,23 @@ mod tests {
             (2..50).contains(&stats.attempts),
             "{stats:?}: every holder acquired the shared lock itself"
         );
-        assert!(relay.slots.lock().is_empty(), "the key was freed");
+        assert!(queue.slots.lock().is_empty(), "the key was freed");
     }
 
     #[tokio::test]
     async fn a_streak_carries_its_token_and_ends_after_max_streak() {
         let shared = LocalLock::new();
-        let relay = Relay::new(shared.clone());
+        let queue = KeyQueue::new(shared.clone());
         let key = LockKey::new("k");
-        let first = relay.acquire(&key, options(0)).await.unwrap();
+        let first = queue.acquire_passing(&key, options(0)).await.unwrap();
         let token = first.fence().token();
         // MAX_STREAK + 1 holders queue behind the first one.
         let mut waiting = Vec::new();
         for _ in 0..=MAX_STREAK {
-            let relay = relay.clone();
+            let queue = queue.clone();
             let key = key.clone();
             waiting.push(tokio::spawn(async move {
-                relay.acquire(&key, options(30_000)).await.unwrap()
+                queue.acquire_passing(&key, options(30_000)).await.unwrap()
             }));
             tokio::task::yield_now().await;
         }
@@ -604,13 +625,13 @@ mod tests {
     async fn a_streak_passed_on_early_goes_back_only_after_every_unit_ended() {
         for drop_last in [false, true] {
             let shared = LocalLock::new();
-            let relay = Relay::new(shared.clone());
+            let queue = KeyQueue::new(shared.clone());
             let key = LockKey::new("k");
-            let mut first = relay.acquire(&key, options(0)).await.unwrap();
+            let mut first = queue.acquire_passing(&key, options(0)).await.unwrap();
             assert!(first.pass_on().await.is_none(), "nobody waits");
             let next = {
-                let (relay, key) = (relay.clone(), key.clone());
-                tokio::spawn(async move { relay.acquire(&key, options(5_000)).await.unwrap() })
+                let (queue, key) = (queue.clone(), key.clone());
+                tokio::spawn(async move { queue.acquire(&key, options(5_000)).await.unwrap() })
             };
             tokio::time::timeout(Duration::from_secs(5), async {
                 while !first.waited_for_here() {
@@ -650,11 +671,11 @@ mod tests {
     #[tokio::test]
     async fn the_budget_covers_the_local_queue_and_a_timeout_loses_no_turn() {
         let shared = LocalLock::new();
-        let relay = Relay::new(shared.clone());
+        let queue = KeyQueue::new(shared.clone());
         let key = LockKey::new("k");
-        let holder = relay.acquire(&key, options(0)).await.unwrap();
+        let holder = queue.acquire(&key, options(0)).await.unwrap();
         assert!(matches!(
-            relay.acquire(&key, options(20)).await,
+            queue.acquire(&key, options(20)).await,
             Err(Failure::LockTimeout)
         ));
         // The lock is busy in the shared lock too: a request of another
@@ -667,60 +688,60 @@ mod tests {
         // Nobody waited: released to the shared lock, the key is free.
         let outside = shared.acquire(&key, options(0)).await.unwrap();
         assert!(matches!(
-            relay.acquire(&key, options(20)).await,
+            queue.acquire(&key, options(20)).await,
             Err(Failure::LockTimeout)
         ));
         outside.release().await.unwrap();
-        let again = relay.acquire(&key, options(0)).await.unwrap();
+        let again = queue.acquire(&key, options(0)).await.unwrap();
         again.release().await.unwrap();
     }
 
     #[tokio::test]
     async fn a_dropped_guard_does_not_hand_over_and_frees_the_key() {
         let shared = LocalLock::new();
-        let relay = Relay::new(shared.clone());
+        let queue = KeyQueue::new(shared.clone());
         let key = LockKey::new("k");
-        let first = relay.acquire(&key, options(0)).await.unwrap();
+        let first = queue.acquire(&key, options(0)).await.unwrap();
         let token = first.fence().token();
         let next = {
-            let (relay, key) = (relay.clone(), key.clone());
-            tokio::spawn(async move { relay.acquire(&key, options(5_000)).await.unwrap() })
+            let (queue, key) = (queue.clone(), key.clone());
+            tokio::spawn(async move { queue.acquire(&key, options(5_000)).await.unwrap() })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(first);
         let next = next.await.unwrap();
         assert!(next.fence().token() > token, "acquired anew");
         next.release().await.unwrap();
-        drop(relay.acquire(&key, options(0)).await.unwrap());
+        drop(queue.acquire(&key, options(0)).await.unwrap());
         // the background release of the dropped guard frees the shared lock
-        let again = relay.acquire(&key, options(1_000)).await.unwrap();
+        let again = queue.acquire(&key, options(1_000)).await.unwrap();
         again.release().await.unwrap();
     }
 
     #[tokio::test]
     async fn a_holder_whose_lease_ran_out_does_not_block_the_local_queue() {
         let shared = LocalLock::new();
-        let relay = Relay::new(shared.clone());
+        let queue = KeyQueue::new(shared.clone());
         let key = LockKey::new("k");
         let short = LockOptions {
             lease: Duration::from_millis(100),
             wait: Duration::ZERO,
             watchdog: false,
         };
-        let crashed = relay.acquire(&key, short).await.unwrap();
+        let crashed = queue.acquire(&key, short).await.unwrap();
         let token = crashed.fence().token();
         std::mem::forget(crashed);
         let paused = {
             let other = LockKey::new("k2");
-            relay.acquire(&other, short).await.unwrap()
+            queue.acquire(&other, short).await.unwrap()
         };
-        let next = relay.acquire(&key, options(2_000)).await.unwrap();
+        let next = queue.acquire(&key, options(2_000)).await.unwrap();
         assert!(next.fence().token() > token);
         next.release().await.unwrap();
         // the paused holder of k2 learns on release that it lost its lease
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(matches!(paused.release().await, Err(Failure::LockLost)));
-        let again = relay
+        let again = queue
             .acquire(&LockKey::new("k2"), options(0))
             .await
             .unwrap();
@@ -730,17 +751,17 @@ mod tests {
     #[tokio::test]
     async fn a_failed_shared_acquisition_passes_the_turn_on() {
         let shared = LocalLock::new();
-        let relay = Relay::new(shared.clone());
+        let queue = KeyQueue::new(shared.clone());
         let key = LockKey::new("k");
         let outside = shared.acquire(&key, options(0)).await.unwrap();
         let a = {
-            let (relay, key) = (relay.clone(), key.clone());
-            tokio::spawn(async move { relay.acquire(&key, options(30)).await })
+            let (queue, key) = (queue.clone(), key.clone());
+            tokio::spawn(async move { queue.acquire(&key, options(30)).await })
         };
         tokio::time::sleep(Duration::from_millis(5)).await;
         let b = {
-            let (relay, key) = (relay.clone(), key.clone());
-            tokio::spawn(async move { relay.acquire(&key, options(5_000)).await })
+            let (queue, key) = (queue.clone(), key.clone());
+            tokio::spawn(async move { queue.acquire(&key, options(5_000)).await })
         };
         // a reaches the shared lock and times out there; b, queued behind
         // it, gets the turn and acquires once the outside holder releases
