@@ -1655,7 +1655,7 @@ async fn with_harness<T: Send + 'static>(
 #[tokio::test]
 async fn the_newest_migration_reverts_with_round_two_data_and_redoes() {
     use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
     let env = env().await;
     let clock = TestClock::new();
