@@ -337,10 +337,24 @@ impl SeatRepository for MemoryUnit {
         let mut numbers = numbers.to_vec();
         numbers.sort();
         numbers.dedup();
-        Ok(numbers
+        let seats: Vec<Seat> = numbers
             .iter()
             .filter_map(|n| self.state.seat_by_number(schedule, *n).cloned())
-            .collect())
+            .collect();
+        // a stale holder decides nothing: a lost fence, or a newer token
+        // that wrote the seat, refuses the read
+        if let Some(fences) = self.protection.fences() {
+            for seat in &seats {
+                let key = LockKey::seat(seat.schedule, seat.number);
+                let recorded = self.state.seats.get(&seat.id).map_or(0, |(_, t)| *t);
+                if let Some(fence) = fences.get(&key)
+                    && (fence.is_lost() || fence.token() < recorded)
+                {
+                    return Err(Failure::LockLost);
+                }
+            }
+        }
+        Ok(seats)
     }
 
     async fn lock(&mut self, id: SeatId) -> Result<Option<Seat>, Failure> {
@@ -481,14 +495,18 @@ impl ReservationRepository for MemoryUnit {
     }
 
     async fn stale(&mut self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Reservation>, Failure> {
-        Ok(self
+        let mut stale: Vec<_> = self
             .state
             .reservations
             .values()
             .filter(|r| r.status == ReservationStatus::Held && r.expires_at <= now)
-            .take(limit as usize)
             .cloned()
-            .collect())
+            .collect();
+        // oldest hold end first (ties by id: the map's order, kept by a
+        // stable sort)
+        stale.sort_by_key(|r| r.expires_at);
+        stale.truncate(limit as usize);
+        Ok(stale)
     }
 
     async fn expire(
