@@ -8,7 +8,9 @@
 //! copy of the whole store taken at `begin`, and its commit fails with
 //! [`Failure::Conflict`] if any other unit committed in between (first
 //! committer wins). Nothing waits, so pessimistic units behave like
-//! optimistic ones here; the storage adapter's tests cover real locking.
+//! optimistic ones here. The storage contract (`tests/tests/it/storage`)
+//! runs against this store and the MySQL one; real locking is tested on
+//! MySQL only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -135,6 +137,34 @@ impl MemoryStore {
             .values()
             .find(|(seat, _)| seat.schedule == schedule && seat.number == number)
             .map_or(0, |(_, t)| *t)
+    }
+
+    /// Records `token` as the seat's fencing token (test set-up).
+    pub fn set_seat_fence(&self, schedule: ScheduleId, number: SeatNumber, token: u64) {
+        let mut s = self.state();
+        if let Some((_, t)) = s
+            .seats
+            .values_mut()
+            .find(|(seat, _)| seat.schedule == schedule && seat.number == number)
+        {
+            *t = token;
+        }
+        s.generation += 1;
+    }
+
+    /// The fencing token last recorded on the wallet (0 without a wallet).
+    pub fn wallet_fence(&self, user: UserId) -> u64 {
+        self.state().wallets.get(&user).map_or(0, |(_, t)| *t)
+    }
+
+    /// Records `token` as the wallet's fencing token, if the wallet exists
+    /// (test set-up).
+    pub fn set_wallet_fence(&self, user: UserId, token: u64) {
+        let mut s = self.state();
+        if let Some((_, t)) = s.wallets.get_mut(&user) {
+            *t = token;
+        }
+        s.generation += 1;
     }
 
     /// Every reservation, by id.
