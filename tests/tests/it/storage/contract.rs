@@ -10,8 +10,7 @@ use super::*;
 use concert_domain::Event;
 use concert_domain::{
     ChargePoints, Claim, ConcertId, EventType, Failure, KeyScope, NewHistoryEntry, NewPayment,
-    PayError, PayReservation, PaymentId, PointKind, ReserveError, ReserveSeat, Stored, UsePoints,
-    Wallet,
+    PayError, PayReservation, PaymentId, PointKind, Stored, Wallet,
 };
 
 contract!(
@@ -396,15 +395,7 @@ async fn reservations_are_recorded_found_and_written_by_status<H: Harness>() {
         .await
         .unwrap();
     uow.commit().await.unwrap();
-    assert_eq!(
-        env.store()
-            .reservation(r2.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        ReservationStatus::Cancelled
-    );
+    assert_eq!(status(&env, r2.id).await, ReservationStatus::Cancelled);
 }
 
 async fn a_seat_never_has_two_live_reservations<H: Harness>() {
@@ -543,16 +534,11 @@ async fn stale_and_expire_find_and_mark_ended_holds_only<H: Harness>() {
             .is_empty()
     );
     uow.commit().await.unwrap();
-    let status = |r: &concert_domain::Reservation| {
-        let store = env.store().clone();
-        let id = r.id;
-        async move { store.reservation(id).await.unwrap().unwrap().status }
-    };
-    assert_eq!(status(&old).await, ReservationStatus::Expired);
-    assert_eq!(status(&at_now).await, ReservationStatus::Expired);
-    assert_eq!(status(&older).await, ReservationStatus::Held);
-    assert_eq!(status(&live).await, ReservationStatus::Held);
-    assert_eq!(status(&paid).await, ReservationStatus::Confirmed);
+    assert_eq!(status(&env, old.id).await, ReservationStatus::Expired);
+    assert_eq!(status(&env, at_now.id).await, ReservationStatus::Expired);
+    assert_eq!(status(&env, older.id).await, ReservationStatus::Held);
+    assert_eq!(status(&env, live.id).await, ReservationStatus::Held);
+    assert_eq!(status(&env, paid.id).await, ReservationStatus::Confirmed);
 }
 
 async fn wallets_are_created_once_saved_and_appended_to<H: Harness>() {
@@ -1034,19 +1020,7 @@ async fn concurrent_optimistic_uses_lose_races_but_never_points<H: Harness>() {
         Policy::default(),
         &clock,
     );
-    let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            let svc = svc.clone();
-            tokio::spawn(async move {
-                svc.points
-                    .use_points(UsePoints {
-                        user: user(1),
-                        amount: pts(500),
-                    })
-                    .await
-            })
-        })
-        .collect();
+    let tasks = spawn_uses(&svc, 100);
     let mut ok = 0u64;
     for t in tasks {
         match t.await.unwrap() {
@@ -1077,15 +1051,7 @@ async fn one_seat_has_one_winner_under_every_control<H: Harness>() {
         let tasks: Vec<_> = (1..=30)
             .map(|u| {
                 let svc = svc.clone();
-                tokio::spawn(async move {
-                    svc.reservations
-                        .reserve(ReserveSeat {
-                            user: user(u),
-                            schedule: s,
-                            seat: n(7),
-                        })
-                        .await
-                })
+                tokio::spawn(async move { reserve(&svc, user(u), s, n(7)).await })
             })
             .collect();
         let mut winners = 0;
@@ -1129,15 +1095,7 @@ async fn pay_refund_cancel_and_expire_end_to_end_under_every_control<H: Harness>
             "{name}"
         );
 
-        let held = svc
-            .reservations
-            .reserve(ReserveSeat {
-                user: payer,
-                schedule: s,
-                seat: n(1),
-            })
-            .await
-            .unwrap();
+        let held = reserve(&svc, payer, s, n(1)).await.unwrap();
         let pay = PayReservation {
             user: payer,
             reservation: held.id,
@@ -1160,15 +1118,7 @@ async fn pay_refund_cancel_and_expire_end_to_end_under_every_control<H: Harness>
             SeatState::Sold,
             "{name}"
         );
-        assert_eq!(
-            env.store()
-                .reservation(held.id)
-                .await
-                .unwrap()
-                .unwrap()
-                .status,
-            ReservationStatus::Confirmed
-        );
+        assert_eq!(status(&env, held.id).await, ReservationStatus::Confirmed);
         assert_eq!(
             env.payments_of_reservation(held.id).await,
             vec![payment.clone()]
@@ -1183,25 +1133,9 @@ async fn pay_refund_cancel_and_expire_end_to_end_under_every_control<H: Harness>
             stored_seat(&env, s, n(1)).await.unwrap().state,
             SeatState::Available
         );
-        assert_eq!(
-            env.store()
-                .reservation(held.id)
-                .await
-                .unwrap()
-                .unwrap()
-                .status,
-            ReservationStatus::Refunded
-        );
+        assert_eq!(status(&env, held.id).await, ReservationStatus::Refunded);
 
-        let second = svc
-            .reservations
-            .reserve(ReserveSeat {
-                user: payer,
-                schedule: s,
-                seat: n(2),
-            })
-            .await
-            .unwrap();
+        let second = reserve(&svc, payer, s, n(2)).await.unwrap();
         let cancelled = svc.reservations.cancel(payer, second.id).await.unwrap();
         assert_eq!(cancelled.status, ReservationStatus::Cancelled, "{name}");
         assert_eq!(
@@ -1209,29 +1143,13 @@ async fn pay_refund_cancel_and_expire_end_to_end_under_every_control<H: Harness>
             SeatState::Available
         );
 
-        let third = svc
-            .reservations
-            .reserve(ReserveSeat {
-                user: payer,
-                schedule: s,
-                seat: n(3),
-            })
-            .await
-            .unwrap();
+        let third = reserve(&svc, payer, s, n(3)).await.unwrap();
         clock.advance(mins(6));
         assert!(
             svc.reservations.expire_stale().await.unwrap() >= 1,
             "{name}"
         );
-        assert_eq!(
-            env.store()
-                .reservation(third.id)
-                .await
-                .unwrap()
-                .unwrap()
-                .status,
-            ReservationStatus::Expired
-        );
+        assert_eq!(status(&env, third.id).await, ReservationStatus::Expired);
         assert_eq!(
             stored_seat(&env, s, n(3)).await.unwrap().state,
             SeatState::Available
@@ -1283,19 +1201,7 @@ async fn fenced_uses_under_the_in_process_lock_all_succeed_and_record_their_toke
     let clock = TestClock::new();
     let control = Control::locked("local", Arc::new(LocalLock::new()), LockOptions::default());
     let svc = services(&env, control, Policy::default(), &clock);
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let svc = svc.clone();
-            tokio::spawn(async move {
-                svc.points
-                    .use_points(UsePoints {
-                        user: user(1),
-                        amount: pts(500),
-                    })
-                    .await
-            })
-        })
-        .collect();
+    let tasks = spawn_uses(&svc, 20);
     for t in tasks {
         t.await.unwrap().unwrap();
     }

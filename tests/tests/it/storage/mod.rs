@@ -14,12 +14,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use concert_domain::{
     CatalogueRepository, Clock, Control, Controls, Fence, Fences, IdempotencyKey, LockKey,
-    LockOptions, MAX_AMOUNT, NewReservation, NewSchedule, Payment, PaymentStatus, PointChange,
-    Points, Policy, Ports, Protection, Queries, Reservation, ReservationId, ReservationStatus,
-    ScheduleId, Seat, SeatNumber, SeatState, Services, Title, Transactions, UnitOfWork, UserId,
+    LockOptions, MAX_AMOUNT, NewReservation, NewSchedule, Payment, PaymentStatus, PointBalance,
+    PointChange, Points, Policy, Ports, Protection, Queries, Reservation, ReservationId,
+    ReservationStatus, ReserveError, ReserveSeat, ScheduleId, Seat, SeatNumber, SeatState,
+    Services, Title, Transactions, UnitOfWork, UseError, UsePoints, UserId,
 };
 use concert_inprocess::LocalLock;
 use concert_memory::MemoryStore;
+use tokio::task::JoinHandle;
 
 // ---------------------------------------------------------------- harness
 
@@ -266,6 +268,12 @@ async fn set_balance<H: Harness>(h: &H, who: UserId, balance: u64) {
     uow.commit().await.unwrap();
 }
 
+/// The reservation's status, as the plain reads see it.
+async fn status<H: Harness>(h: &H, id: ReservationId) -> ReservationStatus {
+    let found = h.store().reservation(id).await.unwrap();
+    found.expect("the reservation").status
+}
+
 async fn history_count<H: Harness>(h: &H, who: UserId) -> u64 {
     h.store().history(who).await.unwrap().len() as u64
 }
@@ -370,6 +378,39 @@ fn services<H: Harness>(h: &H, control: Control, policy: Policy, clock: &TestClo
         },
         policy,
     )
+}
+
+/// Spawns `tasks` concurrent uses of 500 points by user 1.
+fn spawn_uses(svc: &Services, tasks: usize) -> Vec<JoinHandle<Result<PointBalance, UseError>>> {
+    (0..tasks)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let amount = pts(500);
+                svc.points
+                    .use_points(UsePoints {
+                        user: user(1),
+                        amount,
+                    })
+                    .await
+            })
+        })
+        .collect()
+}
+
+/// `who` reserves seat `number` of `schedule` through the services.
+async fn reserve(
+    svc: &Services,
+    who: UserId,
+    schedule: ScheduleId,
+    number: SeatNumber,
+) -> Result<Reservation, ReserveError> {
+    let seat = ReserveSeat {
+        user: who,
+        schedule,
+        seat: number,
+    };
+    svc.reservations.reserve(seat).await
 }
 
 fn controls() -> Vec<Control> {

@@ -10,8 +10,7 @@ use super::*;
 
 use concert_domain::Event;
 use concert_domain::{
-    Claim, Failure, KeyScope, NewHistoryEntry, PayReservation, PaymentId, PointKind, ReserveError,
-    ReserveSeat, Stored, UsePoints, Wallet,
+    Claim, Failure, KeyScope, NewHistoryEntry, PayReservation, PaymentId, PointKind, Stored, Wallet,
 };
 use concert_mysql::{DatabaseUrl, Db, MysqlStore, PoolOptions};
 use concert_testkit::{Sql, TestDatabase};
@@ -602,15 +601,7 @@ async fn the_newest_migration_reverts_with_round_two_data_and_redoes() {
     let svc = services(&env, Control::pessimistic("p"), Policy::default(), &clock);
     let s = schedule(&env, 500).await;
     env.sql.set_balance(user(1), 1_000).await.unwrap();
-    let paid = svc
-        .reservations
-        .reserve(ReserveSeat {
-            user: user(1),
-            schedule: s,
-            seat: n(1),
-        })
-        .await
-        .unwrap();
+    let paid = reserve(&svc, user(1), s, n(1)).await.unwrap();
     let payment = svc
         .payments
         .pay(PayReservation {
@@ -621,15 +612,7 @@ async fn the_newest_migration_reverts_with_round_two_data_and_redoes() {
         .await
         .unwrap();
     svc.payments.refund(user(1), payment.id).await.unwrap();
-    let held = svc
-        .reservations
-        .reserve(ReserveSeat {
-            user: user(1),
-            schedule: s,
-            seat: n(2),
-        })
-        .await
-        .unwrap();
+    let held = reserve(&svc, user(1), s, n(2)).await.unwrap();
     svc.reservations.cancel(user(1), held.id).await.unwrap();
     assert!(env.sql.outbox_count().await.unwrap() > 0);
 
@@ -684,15 +667,7 @@ async fn the_newest_migration_reverts_with_round_two_data_and_redoes() {
     );
     assert_eq!(env.sql.outbox_count().await.unwrap(), 0);
     // the redone schema takes round 2 data again
-    let again = svc
-        .reservations
-        .reserve(ReserveSeat {
-            user: user(1),
-            schedule: s,
-            seat: n(3),
-        })
-        .await
-        .unwrap();
+    let again = reserve(&svc, user(1), s, n(3)).await.unwrap();
     svc.reservations.cancel(user(1), again.id).await.unwrap();
     assert_eq!(env.outbox_types().await, ["SeatHeld", "HoldCancelled"]);
 }
@@ -789,19 +764,7 @@ async fn hundred_concurrent_pessimistic_uses_all_succeed_exactly() {
         Policy::default(),
         &clock,
     );
-    let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            let svc = svc.clone();
-            tokio::spawn(async move {
-                svc.points
-                    .use_points(UsePoints {
-                        user: user(1),
-                        amount: pts(500),
-                    })
-                    .await
-            })
-        })
-        .collect();
+    let tasks = spawn_uses(&svc, 100);
     let mut ok = 0;
     for t in tasks {
         if t.await.unwrap().is_ok() {
@@ -858,15 +821,7 @@ async fn the_hold_limit_holds_under_concurrent_requests_of_one_user() {
     let tasks: Vec<_> = (1..=10)
         .map(|seat| {
             let svc = svc.clone();
-            tokio::spawn(async move {
-                svc.reservations
-                    .reserve(ReserveSeat {
-                        user: user(1),
-                        schedule: s,
-                        seat: n(seat),
-                    })
-                    .await
-            })
+            tokio::spawn(async move { reserve(&svc, user(1), s, n(seat)).await })
         })
         .collect();
     let mut ok = 0;
