@@ -10,7 +10,7 @@ use super::*;
 use concert_domain::Event;
 use concert_domain::{
     ChargePoints, Claim, ConcertId, EventType, Failure, KeyScope, NewHistoryEntry, NewPayment,
-    PayError, PayReservation, PaymentId, PointKind, Stored, Wallet,
+    PayError, PayReservation, PaymentId, Stored, Wallet,
 };
 
 contract!(
@@ -1154,14 +1154,7 @@ async fn pay_refund_cancel_and_expire_end_to_end_under_every_control<H: Harness>
             stored_seat(&env, s, n(3)).await.unwrap().state,
             SeatState::Available
         );
-        let history: Vec<_> = env
-            .store()
-            .history(payer)
-            .await
-            .unwrap()
-            .iter()
-            .map(|h| (h.kind, h.balance_after))
-            .collect();
+        let history = balance_story(&env, payer).await;
         assert_eq!(
             history,
             [

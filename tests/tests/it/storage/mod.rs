@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use concert_domain::{
     CatalogueRepository, Clock, Control, Controls, Fence, Fences, IdempotencyKey, LockKey,
     LockOptions, MAX_AMOUNT, NewReservation, NewSchedule, Payment, PaymentStatus, PointBalance,
-    PointChange, Points, Policy, Ports, Protection, Queries, Reservation, ReservationId,
+    PointChange, PointKind, Points, Policy, Ports, Protection, Queries, Reservation, ReservationId,
     ReservationStatus, ReserveError, ReserveSeat, ScheduleId, Seat, SeatNumber, SeatState,
     Services, Title, Transactions, UnitOfWork, UseError, UsePoints, UserId,
 };
@@ -272,6 +272,12 @@ async fn set_balance<H: Harness>(h: &H, who: UserId, balance: u64) {
 async fn status<H: Harness>(h: &H, id: ReservationId) -> ReservationStatus {
     let found = h.store().reservation(id).await.unwrap();
     found.expect("the reservation").status
+}
+
+/// The user's history lines as (kind, balance after), newest first.
+async fn balance_story<H: Harness>(h: &H, who: UserId) -> Vec<(PointKind, u64)> {
+    let history = h.store().history(who).await.unwrap();
+    history.iter().map(|h| (h.kind, h.balance_after)).collect()
 }
 
 async fn history_count<H: Harness>(h: &H, who: UserId) -> u64 {

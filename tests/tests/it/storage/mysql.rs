@@ -10,7 +10,7 @@ use super::*;
 
 use concert_domain::Event;
 use concert_domain::{
-    Claim, Failure, KeyScope, NewHistoryEntry, PayReservation, PaymentId, PointKind, Stored, Wallet,
+    Claim, Failure, KeyScope, NewHistoryEntry, PayReservation, PaymentId, Stored, Wallet,
 };
 use concert_mysql::{DatabaseUrl, Db, MysqlStore, PoolOptions};
 use concert_testkit::{Sql, TestDatabase};
@@ -422,54 +422,41 @@ async fn a_concurrent_claim_waits_for_the_first_and_sees_its_outcome() {
         Ok::<_, Failure>(claim)
     };
 
-    // The first claimer rolls back: the key is free again.
-    let mut first = begin(&env, Protection::Optimistic).await;
-    assert_eq!(
-        first
+    // The first claimer rolls back: the key is free again. Then it commits:
+    // the second sees its result.
+    for commits in [false, true] {
+        let mut first = begin(&env, Protection::Optimistic).await;
+        let claimed = first
             .idempotency()
             .claim(user(1), KeyScope::Payment, &k, "reservation=7")
+            .await;
+        assert_eq!(claimed.unwrap(), Claim::New);
+        let second = tokio::spawn(claim(env.store.clone(), k.clone()));
+        env.sql
+            .until_blocked("INSERT INTO idempotency_keys")
             .await
-            .unwrap(),
-        Claim::New
-    );
-    let second = tokio::spawn(claim(env.store.clone(), k.clone()));
-    env.sql
-        .until_blocked("INSERT INTO idempotency_keys")
-        .await
-        .unwrap();
-    first.rollback().await;
-    assert_eq!(second.await.unwrap().unwrap(), Claim::New);
-
-    // The first claimer commits: the second sees its result.
-    let mut first = begin(&env, Protection::Optimistic).await;
-    assert_eq!(
+            .unwrap();
+        if !commits {
+            first.rollback().await;
+            assert_eq!(second.await.unwrap().unwrap(), Claim::New);
+            continue;
+        }
         first
             .idempotency()
-            .claim(user(1), KeyScope::Payment, &k, "reservation=7")
+            .complete(
+                user(1),
+                KeyScope::Payment,
+                &k,
+                Stored::Payment(PaymentId::from(12)),
+            )
             .await
-            .unwrap(),
-        Claim::New
-    );
-    let second = tokio::spawn(claim(env.store.clone(), k.clone()));
-    env.sql
-        .until_blocked("INSERT INTO idempotency_keys")
-        .await
-        .unwrap();
-    first
-        .idempotency()
-        .complete(
-            user(1),
-            KeyScope::Payment,
-            &k,
-            Stored::Payment(PaymentId::from(12)),
-        )
-        .await
-        .unwrap();
-    first.commit().await.unwrap();
-    assert_eq!(
-        second.await.unwrap().unwrap(),
-        Claim::Done(Stored::Payment(PaymentId::from(12)))
-    );
+            .unwrap();
+        first.commit().await.unwrap();
+        assert_eq!(
+            second.await.unwrap().unwrap(),
+            Claim::Done(Stored::Payment(PaymentId::from(12)))
+        );
+    }
 }
 
 // MySQL only: reads the stored rows (stream, aggregate, payload, event id).
@@ -639,14 +626,7 @@ async fn the_newest_migration_reverts_with_round_two_data_and_redoes() {
         assert_eq!(statuses, [ReservationStatus::Expired]);
     }
     // the refund line is a charge line; the balance story still adds up
-    let kinds: Vec<_> = env
-        .store
-        .history(user(1))
-        .await
-        .unwrap()
-        .iter()
-        .map(|h| (h.kind, h.balance_after))
-        .collect();
+    let kinds = balance_story(&env, user(1)).await;
     assert_eq!(
         kinds,
         [
