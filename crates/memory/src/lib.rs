@@ -295,6 +295,14 @@ impl MemoryUnit {
     }
 }
 
+/// Dropped without commit, the unit rolls back: also what
+/// [`UnitOfWork::write`] applied is put back.
+impl Drop for MemoryUnit {
+    fn drop(&mut self) {
+        self.undo();
+    }
+}
+
 #[async_trait]
 impl UnitOfWork for MemoryUnit {
     fn seats(&mut self) -> &mut dyn SeatRepository {
@@ -349,7 +357,10 @@ impl UnitOfWork for MemoryUnit {
 
     /// [`UnitOfWork::write`], unless done already.
     async fn commit(mut self: Box<Self>) -> Result<(), Failure> {
-        self.write().await
+        self.write().await?;
+        // committed: nothing left for the drop to put back
+        self.written_over = None;
+        Ok(())
     }
 
     async fn rollback(mut self: Box<Self>) {
