@@ -28,6 +28,7 @@ contract!(
     one_payment_per_reservation_and_its_status_is_compared_and_set,
     a_key_is_new_then_done_and_refuses_another_request,
     the_outbox_records_every_event_of_a_committed_unit_only,
+    a_dropped_unit_writes_nothing,
     queries_answer_none_for_unknown_ids_and_list_newest_first,
     the_catalogue_lists_creates_and_counts_available_seats,
     concurrent_optimistic_uses_lose_races_but_never_points,
@@ -852,6 +853,26 @@ pub(super) async fn record_outbox<H: Harness>(env: &H) -> (Reservation, Vec<Even
     uow.commit().await.unwrap();
     assert_eq!(outbox_count(env).await, 23);
     (r, events)
+}
+
+/// Dropped without commit, a unit rolls back: also after `write`.
+async fn a_dropped_unit_writes_nothing<H: Harness>() {
+    let env = H::fresh().await;
+    set_balance(&env, user(1), 100).await;
+    for written in [false, true] {
+        {
+            let mut uow = begin(&env, Protection::Optimistic).await;
+            let w = uow.wallets().find(user(1)).await.unwrap().unwrap();
+            let used = w.apply(PointChange::Use(pts(100))).unwrap();
+            uow.wallets().save(&used).await.unwrap();
+            if written {
+                uow.write().await.unwrap();
+            }
+            // dropped here, neither committed nor rolled back
+        }
+        let w = env.store().wallet(user(1)).await.unwrap().unwrap();
+        assert_eq!((w.balance, w.version), (100, 1), "written: {written}");
+    }
 }
 
 async fn queries_answer_none_for_unknown_ids_and_list_newest_first<H: Harness>() {
