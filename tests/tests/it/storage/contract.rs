@@ -15,6 +15,7 @@ use concert_domain::{
 
 contract!(
     seats_are_found_by_number_locked_by_id_and_saved_under_their_version,
+    optimistic_units_that_read_the_same_version_never_both_commit,
     fenced_saves_refuse_a_newer_token_and_record_their_own,
     a_unit_whose_fence_is_lost_commits_nothing,
     hold_if_free_takes_a_free_or_ended_seat_in_one_write,
@@ -99,6 +100,55 @@ async fn seats_are_found_by_number_locked_by_id_and_saved_under_their_version<H:
         Err(Failure::Conflict)
     ));
     uow.rollback().await;
+}
+
+async fn optimistic_units_that_read_the_same_version_never_both_commit<H: Harness>() {
+    second_reader_conflicts(&H::fresh().await, false).await;
+}
+
+/// Units A and B read seat 1 and user 1's wallet at the same versions; A
+/// writes both and commits. B's writes are refused with `Conflict`: at its
+/// saves when `at_save`, else at its saves or at the latest at its commit.
+/// What A wrote stays.
+pub(super) async fn second_reader_conflicts<H: Harness>(env: &H, at_save: bool) {
+    let s = schedule(env, 500).await;
+    set_balance(env, user(1), 1_000).await;
+
+    let mut a = begin(env, Protection::Optimistic).await;
+    let mut b = begin(env, Protection::Optimistic).await;
+    let seat_a = a.seats().find(s, &[n(1)]).await.unwrap().remove(0);
+    let seat_b = b.seats().find(s, &[n(1)]).await.unwrap().remove(0);
+    let wallet_a = a.wallets().find(user(1)).await.unwrap().unwrap();
+    let wallet_b = b.wallets().find(user(1)).await.unwrap().unwrap();
+    assert_eq!((seat_a.version, wallet_a.version), (0, 1));
+    assert_eq!((seat_b.version, wallet_b.version), (0, 1));
+
+    let held_a = seat_a.hold(user(1), t0(), t0() + mins(5)).unwrap().seat;
+    let charged_a = wallet_a.apply(PointChange::Charge(pts(100))).unwrap();
+    a.seats().save(&held_a).await.unwrap();
+    a.wallets().save(&charged_a).await.unwrap();
+    a.commit().await.unwrap();
+
+    let held_b = seat_b.hold(user(2), t0(), t0() + mins(5)).unwrap().seat;
+    let used_b = wallet_b.apply(PointChange::Use(pts(100))).unwrap();
+    let saved = [
+        b.seats().save(&held_b).await,
+        b.wallets().save(&used_b).await,
+    ];
+    let conflict = |r: &Result<(), Failure>| matches!(r, Err(Failure::Conflict));
+    if at_save {
+        assert!(saved.iter().all(conflict), "{saved:?}");
+    } else {
+        assert!(saved.iter().all(|r| r.is_ok() || conflict(r)), "{saved:?}");
+    }
+    if saved.iter().all(Result::is_ok) {
+        assert!(matches!(b.commit().await, Err(Failure::Conflict)));
+    } else {
+        b.rollback().await;
+    }
+
+    assert_eq!(stored_seat(env, s, n(1)).await, Some(held_a));
+    assert_eq!(env.store().wallet(user(1)).await.unwrap(), Some(charged_a));
 }
 
 async fn fenced_saves_refuse_a_newer_token_and_record_their_own<H: Harness>() {

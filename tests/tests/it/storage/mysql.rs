@@ -113,43 +113,12 @@ impl Harness for Env {
     }
 }
 
-// MySQL only: the in-memory store checks a save against its unit's copy; the
-// second unit's save passes and its commit conflicts (first committer wins).
+// MySQL only: a save reads the stored version, so the second unit's saves
+// conflict at once; the in-memory store checks them against the unit's copy
+// and refuses at commit instead (first committer wins).
 #[tokio::test]
 async fn optimistic_units_that_read_the_same_version_conflict_on_the_second_save() {
-    let env = env().await;
-    let s = schedule(&env, 500).await;
-    env.sql.set_balance(user(1), 1_000).await.unwrap();
-
-    let mut a = begin(&env, Protection::Optimistic).await;
-    let mut b = begin(&env, Protection::Optimistic).await;
-    let seat_a = a.seats().find(s, &[n(1)]).await.unwrap().remove(0);
-    let seat_b = b.seats().find(s, &[n(1)]).await.unwrap().remove(0);
-    let wallet_a = a.wallets().find(user(1)).await.unwrap().unwrap();
-    let wallet_b = b.wallets().find(user(1)).await.unwrap().unwrap();
-    assert_eq!((seat_a.version, wallet_a.version), (0, 1));
-    assert_eq!((seat_b.version, wallet_b.version), (0, 1));
-
-    let held_a = seat_a.hold(user(1), t0(), t0() + mins(5)).unwrap().seat;
-    let charged_a = wallet_a.apply(PointChange::Charge(pts(100))).unwrap();
-    a.seats().save(&held_a).await.unwrap();
-    a.wallets().save(&charged_a).await.unwrap();
-    a.commit().await.unwrap();
-
-    let held_b = seat_b.hold(user(2), t0(), t0() + mins(5)).unwrap().seat;
-    assert!(matches!(
-        b.seats().save(&held_b).await,
-        Err(Failure::Conflict)
-    ));
-    let used_b = wallet_b.apply(PointChange::Use(pts(100))).unwrap();
-    assert!(matches!(
-        b.wallets().save(&used_b).await,
-        Err(Failure::Conflict)
-    ));
-    b.rollback().await;
-
-    assert_eq!(env.sql.seat(s, n(1)).await.unwrap(), Some(held_a));
-    assert_eq!(env.store.wallet(user(1)).await.unwrap(), Some(charged_a));
+    super::contract::second_reader_conflicts(&env().await, true).await;
 }
 
 // MySQL only: a locking read waits for the holder; the in-memory store never
