@@ -7,11 +7,11 @@
 
 use super::*;
 
-use concert_domain::Event;
 use concert_domain::{
     ChargePoints, Claim, ConcertId, EventType, Failure, KeyScope, NewHistoryEntry, NewPayment,
     PayError, PayReservation, PaymentId, Stored, Wallet,
 };
+use concert_domain::{Event, WalletRepository};
 
 contract!(
     seats_are_found_by_number_locked_by_id_and_saved_under_their_version,
@@ -623,40 +623,32 @@ async fn wallets_are_created_once_saved_and_appended_to<H: Harness>() {
     assert_eq!(env.store().wallet(user(2)).await.unwrap(), None);
 }
 
+/// Applies each change with `change_atomically`, checking the balance after
+/// (`None`: refused, nothing written).
+async fn change_each(
+    wallets: &mut dyn WalletRepository,
+    steps: &[(UserId, PointChange, Option<u64>)],
+) {
+    for &(who, change, after) in steps {
+        let got = wallets.change_atomically(who, change, t0()).await.unwrap();
+        assert_eq!(got, after, "{who:?} {change:?}");
+    }
+}
+
 async fn change_atomically_applies_the_rule_in_one_write_or_writes_nothing<H: Harness>() {
     let env = H::fresh().await;
     set_balance(&env, user(1), 1_000).await; // version 1, 1 history line
     let mut uow = begin(&env, Protection::Atomic).await;
-    let wallets = uow.wallets();
-    assert_eq!(
-        wallets
-            .change_atomically(user(1), PointChange::Use(pts(400)), t0())
-            .await
-            .unwrap(),
-        Some(600)
-    );
-    assert_eq!(
-        wallets
-            .change_atomically(user(1), PointChange::Use(pts(601)), t0())
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        wallets
-            .change_atomically(user(1), PointChange::Use(pts(600)), t0())
-            .await
-            .unwrap(),
-        Some(0)
-    );
-    assert_eq!(
-        wallets
-            .change_atomically(user(2), PointChange::Charge(pts(1)), t0())
-            .await
-            .unwrap(),
-        None,
-        "no wallet"
-    );
+    change_each(
+        uow.wallets(),
+        &[
+            (user(1), PointChange::Use(pts(400)), Some(600)),
+            (user(1), PointChange::Use(pts(601)), None),
+            (user(1), PointChange::Use(pts(600)), Some(0)),
+            (user(2), PointChange::Charge(pts(1)), None), // no wallet
+        ],
+    )
+    .await;
     uow.commit().await.unwrap();
     let wallet = env.store().wallet(user(1)).await.unwrap().unwrap();
     assert_eq!((wallet.balance, wallet.version), (0, 3));
@@ -680,28 +672,15 @@ async fn change_atomically_applies_the_rule_in_one_write_or_writes_nothing<H: Ha
     set_balance(&env, user(3), max - 10).await;
     let lines = history_count(&env, user(3)).await;
     let mut uow = begin(&env, Protection::Atomic).await;
-    let wallets = uow.wallets();
-    assert_eq!(
-        wallets
-            .change_atomically(user(3), PointChange::Charge(pts(11)), t0())
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        wallets
-            .change_atomically(user(3), PointChange::Charge(pts(10)), t0())
-            .await
-            .unwrap(),
-        Some(max)
-    );
-    assert_eq!(
-        wallets
-            .change_atomically(user(3), PointChange::Refund(pts(500)), t0())
-            .await
-            .unwrap(),
-        Some(max + 500)
-    );
+    change_each(
+        uow.wallets(),
+        &[
+            (user(3), PointChange::Charge(pts(11)), None),
+            (user(3), PointChange::Charge(pts(10)), Some(max)),
+            (user(3), PointChange::Refund(pts(500)), Some(max + 500)),
+        ],
+    )
+    .await;
     uow.commit().await.unwrap();
     assert_eq!(history_count(&env, user(3)).await, lines + 2);
     let latest = &env.store().history(user(3)).await.unwrap()[0];
