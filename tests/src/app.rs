@@ -27,8 +27,8 @@ pub fn redis_url() -> String {
 }
 
 /// How to start a test application. `Default` is the shipped defaults
-/// (strategies `redis-pubsub` / `optimistic` / `pessimistic`, a 300 s
-/// hold) except: no sweeper (so tests prove correctness does not depend on
+/// (the strategies of `concert_app::Strategies::default()`, a 300 s hold)
+/// except: no sweeper (so tests prove correctness does not depend on
 /// it), two HTTP workers, a small connection pool (many apps share one
 /// MariaDB in parallel), and a clock the test moves.
 #[derive(Debug, Clone)]
@@ -47,10 +47,11 @@ pub struct AppConfig {
 
 impl Default for AppConfig {
     fn default() -> Self {
+        let strategies = concert_app::Strategies::default();
         Self {
-            seat_strategy: "redis-pubsub",
-            charge_strategy: "optimistic",
-            use_strategy: "pessimistic",
+            seat_strategy: strategies.seats.as_str(),
+            charge_strategy: strategies.charge.as_str(),
+            use_strategy: strategies.spend.as_str(),
             hold_seconds: 300,
             redis_url: redis_url(),
             clock: Some(ManualClock::new()),

@@ -16,23 +16,44 @@ use concert_domain::{
 use concert_mysql::{DatabaseUrl, Db, MysqlStore, PoolOptions};
 use concert_testkit::{Sql, TestDatabase};
 
-/// The lock-free strategies, by configuration name.
-pub const LOCK_FREE: [&str; 4] = ["optimistic", "optimistic-retry", "pessimistic", "atomic"];
+/// The lock-free strategies' configuration names, from the app's registry.
+pub fn lock_free() -> impl Iterator<Item = &'static str> {
+    concert_app::strategies::lock_free().map(|s| s.as_str())
+}
+
+/// What the app's registry builds strategies from: a fresh local lock, the
+/// given Redis locks and RedLock, no seat queue.
+pub fn adapters(
+    redis: Option<concert_redis::RedisLocks>,
+    redlock: Option<concert_redis::RedLock>,
+) -> concert_app::Adapters {
+    concert_app::Adapters {
+        local: concert_inprocess::LocalLock::new(),
+        redis,
+        redlock,
+        relay: true,
+        lock_options: concert_domain::LockOptions::default(),
+        queue: None,
+    }
+}
 
 /// The control a lock-free strategy name stands for (as the app's registry
 /// builds it).
 pub fn control(name: &str) -> Control {
-    let adapters = concert_app::Adapters {
-        local: concert_inprocess::LocalLock::new(),
-        redis: None,
-        redlock: None,
-        relay: true,
-        lock_options: concert_domain::LockOptions::default(),
-        queue: None,
-    };
     concert_app::StrategyName::named(name)
-        .build(&adapters)
+        .build(&adapters(None, None))
         .unwrap_or_else(|e| panic!("{name}: {e:#}"))
+}
+
+/// `seats` controlling seat holds, the point operations under the app's
+/// default strategies.
+pub fn with_default_points(seats: Control) -> Controls {
+    let defaults = concert_app::Strategies::default();
+    Controls {
+        seats,
+        charge: control(defaults.charge.as_str()),
+        spend: control(defaults.spend.as_str()),
+    }
 }
 
 /// One test's own database.
@@ -122,15 +143,7 @@ impl TestDb {
     /// The use cases with `seats` controlling seat holds (the other
     /// operations optimistic / pessimistic, as configured by default).
     pub fn seat_services<C: Clock + 'static>(&self, seats: Control, clock: C) -> Services {
-        self.services_over(
-            Controls {
-                seats,
-                charge: control("optimistic"),
-                spend: control("pessimistic"),
-            },
-            Policy::default(),
-            clock,
-        )
+        self.services_over(with_default_points(seats), Policy::default(), clock)
     }
 
     /// The use cases with explicit controls and policy.

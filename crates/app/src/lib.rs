@@ -27,7 +27,7 @@ use concert_mysql::{Db, MysqlStore, PoolOptions};
 use concert_redis::{Consumers, QueueSettings, RedLock, RedisLockSettings, RedisLocks, RedisQueue};
 use secrecy::ExposeSecret;
 
-pub use settings::Settings;
+pub use settings::{Settings, Strategies};
 pub use strategies::{Adapters, QueueAdapter, REGISTRY, StrategyName};
 
 /// What a test (or the lab) may replace in the wiring.

@@ -106,6 +106,17 @@ pub struct Strategies {
     pub spend: StrategyName,
 }
 
+impl Default for Strategies {
+    /// The shipped defaults.
+    fn default() -> Self {
+        Self {
+            seats: StrategyName::named("redis-pubsub"),
+            charge: StrategyName::named("optimistic"),
+            spend: StrategyName::named("pessimistic"),
+        }
+    }
+}
+
 impl Strategies {
     pub fn all(&self) -> [StrategyName; 3] {
         [self.seats, self.charge, self.spend]
@@ -188,6 +199,7 @@ impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Settings> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let var = Vars(&get);
+        let defaults = Strategies::default();
         let secret = get("APP_JWT_SECRET");
         let database_url =
             get("DATABASE_URL").unwrap_or_else(|| "mysql://root@127.0.0.1:3306/concert".into());
@@ -236,9 +248,9 @@ impl Settings {
                 audience: get("APP_JWT_AUDIENCE"),
             },
             strategies: Strategies {
-                seats: var.parse("APP_SEAT_STRATEGY", StrategyName::named("redis-pubsub"))?,
-                charge: var.parse("APP_CHARGE_STRATEGY", StrategyName::named("optimistic"))?,
-                spend: var.parse("APP_USE_STRATEGY", StrategyName::named("pessimistic"))?,
+                seats: var.parse("APP_SEAT_STRATEGY", defaults.seats)?,
+                charge: var.parse("APP_CHARGE_STRATEGY", defaults.charge)?,
+                spend: var.parse("APP_USE_STRATEGY", defaults.spend)?,
             },
             locks: LockSettings {
                 lease: var.millis("APP_LOCK_LEASE_MS", 10_000)?,

@@ -3,7 +3,9 @@
 //! [`Control`] from the adapters this instance has.
 //!
 //! Adding a strategy is one adapter (a lock, or a protection the storage
-//! adapter offers) plus one line here.
+//! adapter offers) plus one row here: the app, its tests and the lab take
+//! their strategy lists from [`REGISTRY`]. README.md names it too (a test
+//! here checks that).
 
 use std::fmt;
 use std::str::FromStr;
@@ -55,11 +57,11 @@ impl Adapters {
     /// `lock` behind this process's local relay, if configured: one local
     /// request per key at a time acquires `lock`, and a release hands it to
     /// the next local request in memory (bounded streaks).
-    fn relayed<L: DistributedLock + 'static>(&self, lock: L) -> Arc<dyn DistributedLock> {
+    fn relayed(&self, lock: Arc<dyn DistributedLock>) -> Arc<dyn DistributedLock> {
         if self.relay {
             Arc::new(Relay::new(lock))
         } else {
-            Arc::new(lock)
+            lock
         }
     }
 
@@ -81,8 +83,37 @@ pub struct Strategy {
     pub name: &'static str,
     /// One line for `--help` and docs.
     pub summary: &'static str,
-    pub needs_redis: bool,
-    build: fn(&Adapters, &'static str) -> anyhow::Result<Control>,
+    /// A contended operation waits (or retries) for its turn; false: it
+    /// is refused at once (`concurrent-update`, `lock-timeout`).
+    pub waits: bool,
+    /// What serializes the strategy's writers.
+    pub kind: Kind,
+}
+
+/// What serializes a strategy's writers, and how its [`Control`] is built.
+pub enum Kind {
+    /// A protection the storage adapter offers: no lock, no server.
+    Storage(fn(&str) -> Control),
+    /// A fenced lock held around the operation.
+    Lock {
+        /// Where the lock lives.
+        at: LockAt,
+        /// The lock adapter.
+        lock: fn(&Adapters) -> anyhow::Result<Arc<dyn DistributedLock>>,
+    },
+    /// Seat holds through the seat queue (seat reservation only).
+    Queue,
+}
+
+/// Where a lock strategy's lock lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockAt {
+    /// In this process (`local`).
+    Process,
+    /// The Redis of `REDIS_URL`.
+    Redis,
+    /// The RedLock masters of `APP_REDLOCK_URLS`.
+    RedLock,
 }
 
 /// Every strategy, in the order the docs list them.
@@ -90,63 +121,78 @@ pub static REGISTRY: &[Strategy] = &[
     Strategy {
         name: "optimistic",
         summary: "version check; a conflict is answered 409 concurrent-update",
-        needs_redis: false,
-        build: |_, name| Ok(Control::optimistic(name)),
+        waits: false,
+        kind: Kind::Storage(Control::optimistic),
     },
     Strategy {
         name: "optimistic-retry",
         summary: "version check, conflicts retried with jittered backoff",
-        needs_redis: false,
-        build: |_, name| Ok(Control::retrying(name, RetryPolicy::default())),
+        waits: true,
+        kind: Kind::Storage(|name| Control::retrying(name, RetryPolicy::default())),
     },
     Strategy {
         name: "pessimistic",
         summary: "rows locked on read (SELECT ... FOR UPDATE); others wait",
-        needs_redis: false,
-        build: |_, name| Ok(Control::pessimistic(name)),
+        waits: true,
+        kind: Kind::Storage(Control::pessimistic),
     },
     Strategy {
         name: "atomic",
         summary: "one conditional UPDATE that encodes the rule",
-        needs_redis: false,
-        build: |_, name| Ok(Control::atomic(name)),
+        waits: true,
+        kind: Kind::Storage(Control::atomic),
     },
     Strategy {
         name: "local",
         summary: "in-process lock, fenced (one instance only)",
-        needs_redis: false,
-        build: |a, name| Ok(a.locked(name, a.relayed(a.local.clone()))),
+        waits: true,
+        kind: Kind::Lock {
+            at: LockAt::Process,
+            lock: |a| Ok(Arc::new(a.local.clone())),
+        },
     },
     Strategy {
         name: "redis-simple",
         summary: "Redis SET NX PX; fails at once when taken",
-        needs_redis: true,
-        build: |a, name| Ok(a.locked(name, Arc::new(a.redis()?.simple()))),
+        waits: false,
+        kind: Kind::Lock {
+            at: LockAt::Redis,
+            lock: |a| Ok(Arc::new(a.redis()?.simple())),
+        },
     },
     Strategy {
         name: "redis-spin",
         summary: "Redis lock retried with jittered backoff",
-        needs_redis: true,
-        build: |a, name| Ok(a.locked(name, a.relayed(a.redis()?.spin()))),
+        waits: true,
+        kind: Kind::Lock {
+            at: LockAt::Redis,
+            lock: |a| Ok(Arc::new(a.redis()?.spin())),
+        },
     },
     Strategy {
         name: "redis-pubsub",
         summary: "Redis lock, handed over by the release to the next waiter",
-        needs_redis: true,
-        build: |a, name| Ok(a.locked(name, a.relayed(a.redis()?.pubsub()))),
+        waits: true,
+        kind: Kind::Lock {
+            at: LockAt::Redis,
+            lock: |a| Ok(Arc::new(a.redis()?.pubsub())),
+        },
     },
     Strategy {
         name: "redis-redlock",
         summary: "RedLock over APP_REDLOCK_URLS (a majority of N masters), fenced",
-        needs_redis: false,
-        build: |a, name| Ok(a.locked(name, a.relayed(a.redlock()?.clone()))),
+        waits: true,
+        kind: Kind::Lock {
+            at: LockAt::RedLock,
+            lock: |a| Ok(Arc::new(a.redlock()?.clone())),
+        },
     },
     Strategy {
         name: QUEUE,
         summary: "seat holds only: queued per schedule partition (Redis Streams), applied in \
                   arrival order by the one fenced holder of the partition's lease; no lock",
-        needs_redis: true,
-        build: |a, name| a.queued(name),
+        waits: true,
+        kind: Kind::Queue,
     },
 ];
 
@@ -170,19 +216,68 @@ impl StrategyName {
     }
 
     pub fn needs_redis(&self) -> bool {
-        self.0.needs_redis
+        matches!(
+            self.0.kind,
+            Kind::Lock {
+                at: LockAt::Redis,
+                ..
+            } | Kind::Queue
+        )
     }
 
     /// True for a strategy that applies to seat reservation only
     /// (`queue`).
     pub fn seats_only(&self) -> bool {
-        self.0.name == QUEUE
+        matches!(self.0.kind, Kind::Queue)
+    }
+
+    /// True when a contended operation waits (or retries) for its turn
+    /// rather than being refused at once.
+    pub fn waits(&self) -> bool {
+        self.0.waits
+    }
+
+    /// True for a protection the storage adapter offers (no lock, no
+    /// server).
+    pub fn lock_free(&self) -> bool {
+        matches!(self.0.kind, Kind::Storage(_))
+    }
+
+    /// Where the strategy's lock lives; `None` for a strategy without one.
+    pub fn lock_at(&self) -> Option<LockAt> {
+        match self.0.kind {
+            Kind::Lock { at, .. } => Some(at),
+            _ => None,
+        }
+    }
+
+    /// The strategy's lock adapter over `adapters` (not behind the relay);
+    /// `None` for a strategy without one.
+    pub fn lock(&self, adapters: &Adapters) -> Option<anyhow::Result<Arc<dyn DistributedLock>>> {
+        match self.0.kind {
+            Kind::Lock { lock, .. } => Some(lock(adapters)),
+            _ => None,
+        }
     }
 
     /// The strategy's control over `adapters`.
     pub fn build(&self, adapters: &Adapters) -> anyhow::Result<Control> {
-        (self.0.build)(adapters, self.0.name)
-            .with_context(|| format!("building strategy {}", self.0.name))
+        let name = self.0.name;
+        match self.0.kind {
+            Kind::Storage(control) => Ok(control(name)),
+            Kind::Lock { lock, .. } => {
+                // a lock that fails at once gains nothing from the relay
+                let lock = lock(adapters)?;
+                let lock = if self.0.waits {
+                    adapters.relayed(lock)
+                } else {
+                    lock
+                };
+                Ok(adapters.locked(name, lock))
+            }
+            Kind::Queue => adapters.queued(name),
+        }
+        .with_context(|| format!("building strategy {name}"))
     }
 }
 
@@ -218,6 +313,21 @@ pub fn names() -> Vec<&'static str> {
     REGISTRY.iter().map(|s| s.name).collect()
 }
 
+/// Every registered strategy, in [`REGISTRY`] order.
+pub fn all() -> impl Iterator<Item = StrategyName> {
+    REGISTRY.iter().map(StrategyName)
+}
+
+/// The lock-free strategies (protections the storage adapter offers).
+pub fn lock_free() -> impl Iterator<Item = StrategyName> {
+    all().filter(StrategyName::lock_free)
+}
+
+/// The strategies that hold a lock.
+pub fn locks() -> impl Iterator<Item = StrategyName> {
+    all().filter(|s| s.lock_at().is_some())
+}
+
 impl FromStr for StrategyName {
     type Err = UnknownStrategy;
 
@@ -251,6 +361,27 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_lists_every_strategy_and_the_relayed_ones() {
+        let readme = include_str!("../../../README.md");
+        let values = readme
+            .split("Strategy values:")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .expect("README.md has a \"Strategy values:\" paragraph");
+        for s in all() {
+            assert!(values.contains(&format!("`{s}`")), "README.md: {s}");
+        }
+        let relay = readme
+            .lines()
+            .find(|line| line.starts_with("| `APP_LOCK_LOCAL_QUEUE`"))
+            .expect("README.md documents APP_LOCK_LOCAL_QUEUE");
+        for s in locks() {
+            let listed = relay.contains(&format!("`{s}`"));
+            assert_eq!(listed, s.waits(), "README.md, APP_LOCK_LOCAL_QUEUE: {s}");
+        }
+    }
+
+    #[test]
     fn lock_free_strategies_build_without_redis() {
         let adapters = Adapters {
             local: LocalLock::new(),
@@ -260,12 +391,12 @@ mod tests {
             lock_options: LockOptions::default(),
             queue: None,
         };
-        for s in REGISTRY {
-            let built = StrategyName(s).build(&adapters);
-            let needs_servers = s.needs_redis || s.name == "redis-redlock";
-            assert_eq!(built.is_ok(), !needs_servers, "{}", s.name);
+        for s in all() {
+            let built = s.build(&adapters);
+            let needs_servers = s.needs_redis() || s.lock_at() == Some(LockAt::RedLock);
+            assert_eq!(built.is_ok(), !needs_servers, "{s}");
             if let Ok(control) = built {
-                assert_eq!(control.name(), s.name);
+                assert_eq!(control.name(), s.as_str());
             }
         }
     }

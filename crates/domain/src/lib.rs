@@ -69,8 +69,8 @@ pub use model::wallet::{
 };
 pub use ports::{
     CatalogueRepository, Claim, IdempotencyRepository, KeyScope, Outbox, PaymentRepository,
-    Queries, ReservationRepository, SeatRepository, Stored, Transactions, UnitOfWork, WaitingRoom,
-    WalletRepository,
+    Queries, Repositories, ReservationRepository, SeatRepository, Stored, Transactions, UnitOfWork,
+    WaitingRoom, WalletRepository,
 };
 pub use queue::{
     Applied, Appliers, Delivery, PartitionApplier, QueuedRequest, RequestId, RequestState,

@@ -47,12 +47,29 @@ pub trait Transactions: Send + Sync {
 /// wait timeout); the unit is then unusable and must be rolled back.
 #[async_trait]
 pub trait UnitOfWork: Send {
-    fn seats(&mut self) -> &mut dyn SeatRepository;
-    fn reservations(&mut self) -> &mut dyn ReservationRepository;
-    fn wallets(&mut self) -> &mut dyn WalletRepository;
-    fn payments(&mut self) -> &mut dyn PaymentRepository;
-    fn idempotency(&mut self) -> &mut dyn IdempotencyRepository;
-    fn outbox(&mut self) -> &mut dyn Outbox;
+    /// Every repository of the unit, as one value: an adapter implements
+    /// this one accessor (usually `self`); the six below are views of it.
+    /// A decorator forwards it and overrides only the view it changes.
+    fn repositories(&mut self) -> &mut dyn Repositories;
+
+    fn seats(&mut self) -> &mut dyn SeatRepository {
+        self.repositories()
+    }
+    fn reservations(&mut self) -> &mut dyn ReservationRepository {
+        self.repositories()
+    }
+    fn wallets(&mut self) -> &mut dyn WalletRepository {
+        self.repositories()
+    }
+    fn payments(&mut self) -> &mut dyn PaymentRepository {
+        self.repositories()
+    }
+    fn idempotency(&mut self) -> &mut dyn IdempotencyRepository {
+        self.repositories()
+    }
+    fn outbox(&mut self) -> &mut dyn Outbox {
+        self.repositories()
+    }
 
     /// Applies the writes the unit still holds back (a wallet saved with
     /// [`WalletRepository::save_at_commit`], appended history, recorded
@@ -83,6 +100,28 @@ pub trait UnitOfWork: Send {
     /// Discards every write. Never fails: a unit that cannot be rolled back
     /// is discarded with its connection.
     async fn rollback(self: Box<Self>);
+}
+
+/// The repositories one unit of work hands out, all implemented by one
+/// value (every type that implements the six is one).
+pub trait Repositories:
+    SeatRepository
+    + ReservationRepository
+    + WalletRepository
+    + PaymentRepository
+    + IdempotencyRepository
+    + Outbox
+{
+}
+
+impl<T> Repositories for T where
+    T: SeatRepository
+        + ReservationRepository
+        + WalletRepository
+        + PaymentRepository
+        + IdempotencyRepository
+        + Outbox
+{
 }
 
 /// Seats, inside a unit of work.

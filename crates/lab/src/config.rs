@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use anyhow::{Context, bail};
 use concert_app::StrategyName;
+use concert_app::strategies::{self, LockAt};
 
 /// The experiments the lab knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,10 +163,7 @@ impl Default for LabConfig {
     fn default() -> Self {
         Self {
             scenarios: Scenario::ALL.to_vec(),
-            strategies: concert_app::REGISTRY
-                .iter()
-                .map(|s| StrategyName::named(s.name))
-                .collect(),
+            strategies: strategies::all().collect(),
             reps: 5,
             use_tasks: 100,
             use_amount: 500,
@@ -189,18 +187,17 @@ impl Default for LabConfig {
     }
 }
 
-pub const USAGE: &str = "usage: lab [options]            run experiments on a fresh database
+const USAGE_HEAD: &str = "usage: lab [options]            run experiments on a fresh database
        lab http --base-url URL   drive a running server through its API
 
 options:
   --scenarios a,b     point-use, point-charge, seat-race, batch-race, sustained,
                       relay, seat-map (default: all); waiting-room, on-sale
                       (below)
-  --strategies a,b    optimistic, optimistic-retry, pessimistic, atomic, local,
-                      redis-simple, redis-spin, redis-pubsub, redis-redlock,
-                      queue (seat and batch races only) (default: all;
-                      redis-redlock runs over databases 1-3 of REDIS_URL)
-  --reps N            repetitions per row (default 5); rows report median, min, max
+";
+
+const USAGE_TAIL: &str =
+    "  --reps N            repetitions per row (default 5); rows report median, min, max
   --tasks N           point-use tasks (default 100)
   --amount N          points each task uses (default 500)
   --initial N         starting balance (default 100000)
@@ -228,6 +225,42 @@ sharing a redis-server the lab starts on a free port; run only when named):
   --shared-redis      use REDIS_URL instead of an own redis-server
 DATABASE_URL and REDIS_URL (environment or .env) name the servers; the lab
 creates its own database next to DATABASE_URL's and drops it afterwards.";
+
+/// The lab's `--help` (its `--strategies` line lists the registry).
+pub fn usage() -> String {
+    format!("{USAGE_HEAD}{}\n{USAGE_TAIL}", strategies_usage())
+}
+
+/// `--strategies`: every registered name, wrapped under the option column.
+fn strategies_usage() -> String {
+    let notes: String = strategies::locks()
+        .filter(|s| s.lock_at() == Some(LockAt::RedLock))
+        .map(|s| format!("; {s} runs over databases 1-3 of REDIS_URL"))
+        .collect();
+    let names: Vec<String> = strategies::all()
+        .map(|s| {
+            if s.seats_only() {
+                format!("{s} (seat and batch races only)")
+            } else {
+                s.to_string()
+            }
+        })
+        .collect();
+    let text = format!("{} (default: all{notes})", names.join(", "));
+    // each word after a space, lines of at most 80 columns
+    let mut out = String::new();
+    let mut line = String::from("  --strategies a,b   ");
+    for word in text.split(' ') {
+        if line.len() + 1 + word.len() > 80 {
+            out.push_str(&line);
+            out.push('\n');
+            line = " ".repeat(21);
+        }
+        line.push(' ');
+        line.push_str(word);
+    }
+    out + &line
+}
 
 impl LabConfig {
     /// The parameters of a run, as recorded in `results.json` (no server
@@ -297,7 +330,7 @@ impl LabConfig {
                 }
                 "--instances" => c.room.instances = number(flag, &value()?)?,
                 "--shared-redis" => c.room.shared_redis = true,
-                other => bail!("unknown option {other:?}\n\n{USAGE}"),
+                other => bail!("unknown option {other:?}\n\n{}", usage()),
             }
         }
         if c.reps == 0
@@ -359,6 +392,19 @@ mod tests {
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn usage_lists_every_strategy_within_80_columns() {
+        let usage = usage();
+        for s in strategies::all() {
+            assert!(usage.contains(s.as_str()), "{s}");
+        }
+        let first = usage.find("  --strategies").unwrap();
+        let last = usage.find("  --reps").unwrap();
+        for line in usage[first..last].lines() {
+            assert!(line.len() <= 80, "{line:?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use concert_app::{Adapters, Infrastructure, Overrides, QueueAdapter, Settings, StrategyName};
+use concert_app::strategies::LockAt;
+use concert_app::{
+    Adapters, Infrastructure, Overrides, QueueAdapter, Settings, Strategies, StrategyName,
+};
 use concert_domain::{
     ApplierOptions, Controls, LockOptions, Observer, Operation, SeatRequestApplier, Services,
 };
@@ -203,12 +206,10 @@ impl LabEnv {
 
     /// The counters of the lock adapter `strategy` uses, if it takes one.
     pub fn lock_stats(&self, strategy: StrategyName) -> Option<LockStats> {
-        match strategy.as_str() {
-            "local" => Some(self.local.stats()),
-            "redis-redlock" => self.adapters.redlock.as_ref().map(RedLock::stats),
-            _ if strategy.seats_only() => None,
-            _ if strategy.needs_redis() => Some(self.redis.stats()),
-            _ => None,
+        match strategy.lock_at()? {
+            LockAt::Process => Some(self.local.stats()),
+            LockAt::Redis => Some(self.redis.stats()),
+            LockAt::RedLock => self.adapters.redlock.as_ref().map(RedLock::stats),
         }
     }
 
@@ -285,9 +286,10 @@ fn services_for(
     };
     // A seat-only strategy (`queue`) leaves the point operations to the
     // shipped defaults.
-    let or_default = |default: &str| {
+    let defaults = Strategies::default();
+    let or_default = |default: StrategyName| {
         if strategy.seats_only() {
-            StrategyName::named(default)
+            default
         } else {
             strategy
         }
@@ -296,8 +298,8 @@ fn services_for(
         infra.ports(),
         Controls {
             seats: control(strategy)?,
-            charge: control(or_default("optimistic"))?,
-            spend: control(or_default("pessimistic"))?,
+            charge: control(or_default(defaults.charge))?,
+            spend: control(or_default(defaults.spend))?,
         },
         settings.policy,
     ))

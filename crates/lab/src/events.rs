@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use chrono::Utc;
 use concert_app::events::{RelayOptions, RelayStats, run_relay};
-use concert_app::{Application, Overrides, Settings, StrategyName};
+use concert_app::{Application, Overrides, Settings, Strategies, StrategyName};
 use concert_domain::{
     Clock, DistributedLock, Event, OutboxRelay, PointChange, Points, Protection, Stream,
     Transactions, UseError, UsePoints, UserId,
@@ -38,9 +38,11 @@ use crate::row::{Rep, Row};
 /// Connections of the seat-map read figure.
 pub const READ_CONNECTIONS: usize = 64;
 
-/// The strategy the relay load runs under (the app's default for point
-/// use).
-const RELAY_STRATEGY: &str = "pessimistic";
+/// The strategy the relay load runs under: the app's default for point
+/// use.
+fn relay_strategy() -> StrategyName {
+    Strategies::default().spend
+}
 
 /// `relay`: publish lag under the sustained load, exactness of delivery.
 pub async fn relay(env: &LabEnv, c: &LabConfig) -> anyhow::Result<Vec<Row>> {
@@ -81,7 +83,7 @@ pub async fn relay(env: &LabEnv, c: &LabConfig) -> anyhow::Result<Vec<Row>> {
         options,
         stats.clone(),
     ));
-    let services = Arc::new(env.services(StrategyName::named(RELAY_STRATEGY))?);
+    let services = Arc::new(env.services(relay_strategy())?);
     let transactions = infra.ports().transactions;
     let mut progress = Progress::new(c.reps, c.progress);
     let mut reps = Vec::with_capacity(c.reps);
@@ -102,7 +104,7 @@ pub async fn relay(env: &LabEnv, c: &LabConfig) -> anyhow::Result<Vec<Row>> {
     result?;
     Ok(vec![Row::summarise(
         "relay",
-        &format!("{RELAY_STRATEGY}+relay"),
+        &format!("{}+relay", relay_strategy()),
         "service",
         Some("publish-lag"),
         reps,

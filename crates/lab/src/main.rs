@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use concert_lab::{LabConfig, Results, config::USAGE, http, meta, report};
+use concert_lab::{LabConfig, Results, config::usage, http, meta, report};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -30,7 +30,8 @@ fn load_dotenv() -> anyhow::Result<()> {
 async fn run(args: Vec<String>) -> anyhow::Result<()> {
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!(
-            "{USAGE}\n{}\n{CHART_USAGE}\n{}",
+            "{}\n{}\n{CHART_USAGE}\n{}",
+            usage(),
             http::USAGE,
             concert_lab::chaos::USAGE
         );

@@ -305,22 +305,7 @@ impl Drop for MemoryUnit {
 
 #[async_trait]
 impl UnitOfWork for MemoryUnit {
-    fn seats(&mut self) -> &mut dyn SeatRepository {
-        self
-    }
-    fn reservations(&mut self) -> &mut dyn ReservationRepository {
-        self
-    }
-    fn wallets(&mut self) -> &mut dyn WalletRepository {
-        self
-    }
-    fn payments(&mut self) -> &mut dyn PaymentRepository {
-        self
-    }
-    fn idempotency(&mut self) -> &mut dyn IdempotencyRepository {
-        self
-    }
-    fn outbox(&mut self) -> &mut dyn Outbox {
+    fn repositories(&mut self) -> &mut dyn concert_domain::Repositories {
         self
     }
 

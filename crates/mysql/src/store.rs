@@ -4,9 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use concert_domain::{
-    Failure, Fence, IdempotencyRepository, LockKey, NewHistoryEntry, Outbox, PaymentRepository,
-    Protection, ReservationRepository, SeatRepository, Transactions, UnitOfWork, UserId,
-    WalletRepository,
+    Failure, Fence, LockKey, NewHistoryEntry, Protection, Transactions, UnitOfWork, UserId,
 };
 
 use crate::commit::{DeferredWallet, held_back};
@@ -122,27 +120,7 @@ impl MysqlUnit {
 
 #[async_trait]
 impl UnitOfWork for MysqlUnit {
-    fn seats(&mut self) -> &mut dyn SeatRepository {
-        self
-    }
-
-    fn reservations(&mut self) -> &mut dyn ReservationRepository {
-        self
-    }
-
-    fn wallets(&mut self) -> &mut dyn WalletRepository {
-        self
-    }
-
-    fn payments(&mut self) -> &mut dyn PaymentRepository {
-        self
-    }
-
-    fn idempotency(&mut self) -> &mut dyn IdempotencyRepository {
-        self
-    }
-
-    fn outbox(&mut self) -> &mut dyn Outbox {
+    fn repositories(&mut self) -> &mut dyn concert_domain::Repositories {
         self
     }
 

@@ -42,9 +42,6 @@ mod scripts;
 mod settings;
 pub mod streams;
 
-#[cfg(test)]
-mod tests;
-
 pub use backoff::SpinBackoff;
 pub use concert_locking::LockStats;
 pub use lock::{RedisHeld, RedisLock, RedisLocks};
@@ -53,3 +50,6 @@ pub use redlock::{RedLock, RedLockHeld};
 pub use room::{ROOM_KEEP, RedisWaitingRoom};
 pub use settings::RedisLockSettings;
 pub use streams::{RedisStreams, StreamSettings};
+
+#[cfg(test)]
+mod tests;

@@ -391,7 +391,7 @@ mod tests {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn own_servers_start_pause_and_restart() {
+    async fn own_redis_starts_pauses_and_restarts() {
         let mut redis = OwnRedis::start().await.unwrap();
         assert!(redis.answers().await);
         redis.pause();
@@ -400,7 +400,11 @@ mod tests {
         assert!(redis.answers().await);
         redis.restart().await.unwrap();
         assert!(redis.answers().await);
+    }
 
+    #[cfg(feature = "mysql")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn own_mariadb_starts_pauses_and_restarts_with_its_data() {
         let mut maria = OwnMariadb::start().await.unwrap();
         let url = concert_mysql::DatabaseUrl::parse(&maria.url("own")).unwrap();
         concert_mysql::create_database_if_missing(&url)

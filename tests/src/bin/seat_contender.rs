@@ -17,13 +17,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use concert_app::StrategyName;
+use concert_app::strategies::LockAt;
 use concert_domain::{
     Control, DistributedLock, Failure, LockOptions, ReserveError, ReserveSeat, ScheduleId,
     SeatNumber, UserId,
 };
 use concert_mysql::{DatabaseUrl, Db, PoolOptions};
 use concert_redis::{RedisLockSettings, RedisLocks};
-use concert_tests::db::control;
+use concert_tests::db::{adapters, with_default_points};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -66,12 +68,13 @@ async fn run() -> anyhow::Result<String> {
     let redis_url =
         std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let locks = RedisLocks::connect(&redis_url, prefix, RedisLockSettings::default()).await?;
-    let lock: Arc<dyn DistributedLock> = match kind.as_str() {
-        "redis-simple" => Arc::new(locks.simple()),
-        "redis-spin" => Arc::new(locks.spin()),
-        "redis-pubsub" => Arc::new(locks.pubsub()),
-        other => bail!("{other} is not a Redis lock strategy"),
-    };
+    let strategy: StrategyName = kind.parse()?;
+    if strategy.lock_at() != Some(LockAt::Redis) {
+        bail!("{kind} is not a Redis lock strategy");
+    }
+    let lock: Arc<dyn DistributedLock> = strategy
+        .lock(&adapters(Some(locks), None))
+        .context("a lock strategy has a lock")??;
     let db = Db::connect(
         &DatabaseUrl::parse(db_url)?,
         PoolOptions {
@@ -100,11 +103,7 @@ async fn run() -> anyhow::Result<String> {
     let service = Arc::new(
         concert_domain::Services::new(
             ports,
-            concert_domain::Controls {
-                seats,
-                charge: control("optimistic"),
-                spend: control("pessimistic"),
-            },
+            with_default_points(seats),
             concert_domain::Policy::default(),
         )
         .reservations,

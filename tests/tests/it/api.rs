@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use concert_app::strategies::LockAt;
 use concert_domain::{DistributedLock, LockKey, LockOptions, MAX_BALANCE, ScheduleId, SeatNumber};
 use concert_tests::app::{
     AppConfig, TcpProxy, TestApp, json_ok, problem, redis_url, spawn_app, spawn_app_with,
@@ -649,23 +650,15 @@ async fn one_seat_two_hundred_users(strategy: &'static str) {
     assert_consistent(&app.db.db).await;
 }
 
-macro_rules! seat_contention {
-    ($($name:ident => $strategy:literal,)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            one_seat_two_hundred_users($strategy).await;
-        }
-    )*};
-}
-
-seat_contention! {
-    one_seat_200_users_optimistic => "optimistic",
-    one_seat_200_users_pessimistic => "pessimistic",
-    one_seat_200_users_atomic => "atomic",
-    one_seat_200_users_local => "local",
-    one_seat_200_users_redis_simple => "redis-simple",
-    one_seat_200_users_redis_spin => "redis-spin",
-    one_seat_200_users_redis_pubsub => "redis-pubsub",
+/// Under every strategy the test app runs on its one Redis: all of the
+/// registry but RedLock (its own masters) and the queue (`queue.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_seat_200_users() {
+    let strategies = concert_app::strategies::all()
+        .filter(|s| !s.seats_only() && s.lock_at() != Some(LockAt::RedLock));
+    for strategy in strategies {
+        one_seat_two_hundred_users(strategy.as_str()).await;
+    }
 }
 
 /// One user holds 100 seats of 500 (two schedules of 50) and pays them all

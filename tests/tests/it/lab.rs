@@ -2,7 +2,9 @@
 //! scenario and strategy runs, every run passes its exactness check, and
 //! the table, JSON and charts are written.
 
+use concert_app::strategies::all;
 use concert_lab::http::HttpConfig;
+use concert_lab::scenarios::{RAW_CONDITIONAL, RAW_FOR_UPDATE};
 use concert_lab::{LabConfig, Row};
 use concert_testkit::server_url;
 use concert_tests::app::{AppConfig, spawn_app_with};
@@ -48,8 +50,7 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
     // (2 raw + every strategy but queue) x 2 targets; relay: 1; seat-map: 2
     // servers x 2 endpoints
     let strategies = concert_app::REGISTRY.len();
-    assert_eq!(strategies, 10);
-    let point = strategies - 1;
+    let point = all().filter(|s| !s.seats_only()).count();
     assert_eq!(
         rows.len(),
         (2 + point) + 2 + 2 * strategies + 2 * (2 + point) + 1 + 4
@@ -57,17 +58,11 @@ async fn small_lab_run_is_exact_and_writes_table_json_and_charts() {
     assert!(rows.iter().all(|r| r.exact && r.reps == 2));
 
     // 20 tasks of 500 from 5000: exactly 10 fit, whoever serialises them
-    for strategy in [
-        "raw-for-update",
-        "raw-conditional-update",
-        "pessimistic",
-        "atomic",
-        "optimistic-retry",
-        "local",
-        "redis-spin",
-        "redis-pubsub",
-        "redis-redlock",
-    ] {
+    // (the raw baselines and every point strategy that waits its turn)
+    let waiting = all()
+        .filter(|s| s.waits() && !s.seats_only())
+        .map(|s| s.as_str());
+    for strategy in [RAW_FOR_UPDATE, RAW_CONDITIONAL].into_iter().chain(waiting) {
         let row = find(rows, "point-use", strategy, None);
         assert_eq!(
             (row.successes, row.final_balance),

@@ -5,14 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use concert_app::StrategyName;
+use concert_app::strategies::LockAt;
 use concert_domain::{
     Control, DistributedLock, Failure, LockKey, LockOptions, ReserveError, ReserveSeat, ScheduleId,
     SeatNumber, SeatState, UserId,
 };
-use concert_inprocess::{LocalLock, SystemClock};
+use concert_inprocess::SystemClock;
 use concert_tests::audit::assert_consistent;
 use concert_tests::clock::ManualClock;
-use concert_tests::db::{LOCK_FREE, TestDb, concurrently};
+use concert_tests::db::{TestDb, adapters, concurrently};
 use concert_tests::locks::FixedFenceLock;
 use concert_tests::redis::{TestRedLock, TestRedis};
 
@@ -31,32 +33,34 @@ fn reserve(user: u64, schedule: ScheduleId, number: SeatNumber) -> ReserveSeat {
 /// What a lock strategy's Redis keys live in (purged when dropped).
 type Servers = Box<dyn std::any::Any + Send>;
 
-/// The lock adapter of each strategy, and the Redis prefix it lives on.
+/// The lock adapter of a lock strategy (as the app's registry builds it,
+/// without the relay), and the Redis servers it lives on.
 async fn lock_for(strategy: &str) -> (Arc<dyn DistributedLock>, Option<Servers>) {
-    if strategy == "local" {
-        return (Arc::new(LocalLock::new()), None);
-    }
-    if strategy == "redis-redlock" {
-        let redlock = TestRedLock::new();
-        return (Arc::new(redlock.lock.clone()), Some(Box::new(redlock)));
-    }
-    let redis = TestRedis::new().await;
-    let lock: Arc<dyn DistributedLock> = match strategy {
-        "redis-simple" => Arc::new(redis.locks.simple()),
-        "redis-spin" => Arc::new(redis.locks.spin()),
-        "redis-pubsub" => Arc::new(redis.locks.pubsub()),
-        other => panic!("{other} is not a lock strategy"),
+    let strategy = StrategyName::named(strategy);
+    let (adapters, servers): (_, Option<Servers>) = match strategy.lock_at() {
+        Some(LockAt::Process) => (adapters(None, None), None),
+        Some(LockAt::Redis) => {
+            let redis = TestRedis::new().await;
+            (
+                adapters(Some(redis.locks.clone()), None),
+                Some(Box::new(redis)),
+            )
+        }
+        Some(LockAt::RedLock) => {
+            let redlock = TestRedLock::new();
+            (
+                adapters(None, Some(redlock.lock.clone())),
+                Some(Box::new(redlock)),
+            )
+        }
+        None => panic!("{strategy} is not a lock strategy"),
     };
-    (lock, Some(Box::new(redis)))
+    let lock = strategy
+        .lock(&adapters)
+        .expect("a lock strategy has a lock")
+        .unwrap_or_else(|e| panic!("{strategy}: {e:#}"));
+    (lock, servers)
 }
-
-const LOCK_STRATEGIES: [&str; 5] = [
-    "local",
-    "redis-simple",
-    "redis-spin",
-    "redis-pubsub",
-    "redis-redlock",
-];
 
 /// Holder A's lease runs out while it is paused; B acquires (a higher
 /// fencing token) and holds the seat; A resumes and writes: refused with
@@ -190,7 +194,7 @@ async fn one_winner_among_100(strategy: &str) {
     }
     assert_eq!(won, 1, "{strategy}");
     assert_eq!(won + taken + timed_out, 100);
-    if strategy != "redis-simple" {
+    if StrategyName::named(strategy).waits() {
         // waiting locks: everyone got in, saw the seat taken
         assert_eq!(taken, 99, "{strategy}");
     }
@@ -214,59 +218,23 @@ async fn one_winner_among_100(strategy: &str) {
     assert_consistent(&test_db.db).await;
 }
 
-macro_rules! per_strategy {
+/// `$scenario` under every lock strategy of the registry, one after the
+/// other.
+macro_rules! per_lock_strategy {
     ($scenario:ident) => {
         mod $scenario {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn local() {
-                super::$scenario("local").await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_simple() {
-                super::$scenario("redis-simple").await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_spin() {
-                super::$scenario("redis-spin").await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_pubsub() {
-                super::$scenario("redis-pubsub").await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_redlock() {
-                super::$scenario("redis-redlock").await;
+            async fn every_lock_strategy() {
+                for strategy in concert_app::strategies::locks() {
+                    super::$scenario(strategy.as_str()).await;
+                }
             }
         }
     };
 }
 
-per_strategy!(paused_holder_is_fenced_off);
-per_strategy!(one_winner_among_100);
-
-/// Strategies tested on their own (`queue.rs`).
-const QUEUED: [&str; 1] = ["queue"];
-
-#[test]
-fn every_strategy_is_covered() {
-    for strategy in concert_app::REGISTRY {
-        let kinds = [
-            LOCK_STRATEGIES.contains(&strategy.name),
-            LOCK_FREE.contains(&strategy.name),
-            QUEUED.contains(&strategy.name),
-        ];
-        assert_eq!(
-            kinds.iter().filter(|k| **k).count(),
-            1,
-            "{} must be tested as exactly one of a lock, a lock-free or a queued strategy",
-            strategy.name
-        );
-    }
-}
+per_lock_strategy!(paused_holder_is_fenced_off);
+per_lock_strategy!(one_winner_among_100);
 
 /// Four OS processes (two pub/sub, one spin, one simple, 25 tasks each)
 /// contend for one seat through Redis: exactly one reservation in total.

@@ -12,7 +12,7 @@ use concert_domain::{
 };
 use concert_tests::audit::assert_consistent;
 use concert_tests::clock::ManualClock;
-use concert_tests::db::{TestDb, concurrently};
+use concert_tests::db::{TestDb, concurrently, lock_free};
 
 const DEFAULT_HOLD: Duration = Duration::from_secs(300);
 
@@ -102,7 +102,7 @@ async fn snapshot(db: &TestDb, payer: UserId, r: &Reservation) -> Snapshot {
 
 #[tokio::test]
 async fn paying_moves_points_confirms_and_sells_at_once() {
-    for strategy in ["pessimistic", "optimistic", "atomic"] {
+    for strategy in lock_free() {
         let db = TestDb::new().await;
         let schedule = db.schedule(700).await;
         let clock = ManualClock::new();
@@ -180,7 +180,7 @@ async fn paying_twice_is_already_paid_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_payment_returns_the_first_payment() {
-    for strategy in ["pessimistic", "optimistic", "atomic"] {
+    for strategy in lock_free() {
         let db = TestDb::new().await;
         let schedule = db.schedule(500).await;
         let svc = Arc::new(db.services(strategy, ManualClock::new()));

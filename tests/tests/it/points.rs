@@ -12,7 +12,7 @@ use concert_domain::{
 };
 use concert_tests::audit::assert_consistent;
 use concert_tests::clock::ManualClock;
-use concert_tests::db::{TestDb, concurrently, control};
+use concert_tests::db::{TestDb, concurrently, control, lock_free};
 use concert_tests::locks::FixedFenceLock;
 
 /// Counts what a control reports.
@@ -299,7 +299,7 @@ async fn first_charges_of_a_new_user_create_one_wallet() {
 
 #[tokio::test]
 async fn charge_never_exceeds_the_maximum_balance() {
-    for strategy in ["optimistic", "pessimistic", "atomic"] {
+    for strategy in lock_free() {
         let db = TestDb::new().await;
         let svc = services(&db, strategy);
         db.sql
@@ -334,7 +334,7 @@ async fn charge_never_exceeds_the_maximum_balance() {
 
 #[tokio::test]
 async fn a_repeated_charge_key_changes_nothing() {
-    for strategy in ["optimistic", "pessimistic", "atomic"] {
+    for strategy in lock_free() {
         let db = TestDb::new().await;
         let svc = services(&db, strategy);
         let charge = |who, key: &str| ChargePoints {
@@ -390,7 +390,7 @@ async fn a_repeated_charge_key_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_repeats_of_a_charge_key_charge_once() {
-    for strategy in ["optimistic", "pessimistic", "atomic"] {
+    for strategy in lock_free() {
         let db = TestDb::new().await;
         let svc = services(&db, strategy);
         db.sql.set_balance(user(1), 5_000).await.unwrap();
@@ -418,7 +418,7 @@ async fn concurrent_repeats_of_a_charge_key_charge_once() {
 
 #[tokio::test]
 async fn a_user_never_charged_has_nothing() {
-    for strategy in ["optimistic", "pessimistic", "atomic"] {
+    for strategy in lock_free() {
         let db = TestDb::new().await;
         let svc = services(&db, strategy);
         assert_eq!(balance(&svc, user(7)).await, 0);

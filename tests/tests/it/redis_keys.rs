@@ -8,6 +8,13 @@ use concert_tests::app::{AppConfig, json_ok, spawn_app_with};
 use concert_tests::db::concurrently;
 use concert_tests::redis::redis_url;
 
+/// The strategies whose lock lives in Redis, from the app's registry.
+fn redis_locks() -> impl Iterator<Item = &'static str> {
+    concert_app::strategies::locks()
+        .filter(|s| s.lock_at() == Some(concert_app::strategies::LockAt::Redis))
+        .map(|s| s.as_str())
+}
+
 /// How many keys `prefix` still has (deleting them, so a failure does not
 /// leave them either).
 async fn remaining(prefix: &str) -> u64 {
@@ -47,7 +54,7 @@ async fn leaves_nothing(strategy: &'static str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_app_leaves_no_redis_key() {
-    for strategy in ["redis-pubsub", "redis-spin", "redis-simple"] {
+    for strategy in redis_locks() {
         leaves_nothing(strategy).await;
     }
 }
@@ -85,7 +92,7 @@ async fn keys_with(prefix: &str, fragment: &str) -> Vec<String> {
 /// lock, fence or queue key behind, however often it is asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_of_unknown_seats_touch_no_redis_key() {
-    for strategy in ["redis-pubsub", "redis-simple", "redis-spin"] {
+    for strategy in redis_locks() {
         let app = spawn_app_with(AppConfig::seats(strategy)).await;
         let (_, known) = app.seed_schedule(100).await;
         for attempt in 0..20u64 {

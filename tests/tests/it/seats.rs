@@ -11,10 +11,8 @@ use concert_domain::{
 };
 use concert_tests::audit::assert_consistent;
 use concert_tests::clock::ManualClock;
-use concert_tests::db::{TestDb, concurrently};
+use concert_tests::db::{TestDb, concurrently, lock_free};
 use concert_tests::locks::FixedFenceLock;
-
-const LOCK_FREE: [&str; 3] = ["optimistic", "pessimistic", "atomic"];
 
 /// The default hold (5 minutes).
 fn hold_time() -> Duration {
@@ -35,7 +33,7 @@ fn reserve(user: u64, schedule: ScheduleId, n: i64) -> ReserveSeat {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_a_hundred_holds_wins() {
-    for strategy in LOCK_FREE {
+    for strategy in lock_free() {
         let db = TestDb::new().await;
         let schedule = db.schedule(500).await;
         let svc = Arc::new(db.services(strategy, ManualClock::new()));
@@ -63,7 +61,7 @@ async fn one_of_a_hundred_holds_wins() {
             })
             .count();
         assert_eq!(losers, 99, "{strategy}: {outcomes:?}");
-        if strategy != "optimistic" {
+        if concert_app::StrategyName::named(strategy).waits() {
             // waiting or conditional strategies never report a conflict
             assert!(
                 outcomes
@@ -104,7 +102,7 @@ async fn one_of_a_hundred_holds_wins() {
 
 #[tokio::test]
 async fn a_hold_returns_what_is_stored() {
-    for strategy in LOCK_FREE {
+    for strategy in lock_free() {
         let db = TestDb::new().await;
         let schedule = db.schedule(750).await;
         let clock = ManualClock::new();
@@ -149,7 +147,7 @@ async fn a_hold_returns_what_is_stored() {
 
 #[tokio::test]
 async fn an_expired_hold_is_taken_over_and_expired() {
-    for strategy in LOCK_FREE {
+    for strategy in lock_free() {
         let db = TestDb::new().await;
         let schedule = db.schedule(500).await;
         let clock = ManualClock::new();
@@ -213,7 +211,7 @@ async fn an_expired_hold_is_taken_over_and_expired() {
 
 #[tokio::test]
 async fn an_unknown_seat_is_not_found() {
-    for strategy in LOCK_FREE {
+    for strategy in lock_free() {
         let db = TestDb::new().await;
         let schedule = db.schedule(500).await;
         let svc = db.services(strategy, ManualClock::new());

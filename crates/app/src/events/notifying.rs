@@ -5,10 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use concert_domain::{
-    Event, Failure, IdempotencyRepository, Outbox, PaymentRepository, Protection,
-    ReservationRepository, SeatRepository, Transactions, UnitOfWork, WalletRepository,
-};
+use concert_domain::{Event, Failure, Outbox, Protection, Transactions, UnitOfWork};
 
 /// Told about every unit of work that committed events, after the commit
 /// (never for one that rolled back). Runs on the committing task: it must
@@ -51,24 +48,8 @@ struct NotifyingUnit {
 
 #[async_trait]
 impl UnitOfWork for NotifyingUnit {
-    fn seats(&mut self) -> &mut dyn SeatRepository {
-        self.inner.seats()
-    }
-
-    fn reservations(&mut self) -> &mut dyn ReservationRepository {
-        self.inner.reservations()
-    }
-
-    fn wallets(&mut self) -> &mut dyn WalletRepository {
-        self.inner.wallets()
-    }
-
-    fn payments(&mut self) -> &mut dyn PaymentRepository {
-        self.inner.payments()
-    }
-
-    fn idempotency(&mut self) -> &mut dyn IdempotencyRepository {
-        self.inner.idempotency()
+    fn repositories(&mut self) -> &mut dyn concert_domain::Repositories {
+        self.inner.repositories()
     }
 
     fn outbox(&mut self) -> &mut dyn Outbox {

@@ -17,8 +17,11 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::control::{Control, Protection};
 use crate::error::Failure;
+use crate::ids::{IdempotencyKey, UserId};
 use crate::model::room::RoomRules;
-use crate::ports::{CatalogueRepository, Queries, Transactions, UnitOfWork, WaitingRoom};
+use crate::ports::{
+    CatalogueRepository, Claim, KeyScope, Queries, Transactions, UnitOfWork, WaitingRoom,
+};
 
 pub use crate::model::commands::{
     ChargePoints, PayReservation, ReserveSeat, ReserveSeats, UsePoints,
@@ -124,6 +127,32 @@ impl Services {
         self.payments = self.payments.with_room(service.clone());
         self.waiting_room = Some(service);
         self
+    }
+}
+
+/// Begins a unit of work under `protection` and, for a request that
+/// carries an idempotency `key`, claims it as the unit's first write (its
+/// row then serializes every retry of the request). Answers the claim:
+/// [`Claim::New`] also for a request without a key. A claim that fails
+/// rolls the unit back.
+pub(crate) async fn begin_claimed(
+    ports: &Ports,
+    protection: &Protection,
+    user: UserId,
+    scope: KeyScope,
+    key: Option<&IdempotencyKey>,
+    request: impl FnOnce() -> String,
+) -> Result<(Box<dyn UnitOfWork>, Claim), Failure> {
+    let mut uow = ports.transactions.begin(protection.clone()).await?;
+    let Some(key) = key else {
+        return Ok((uow, Claim::New));
+    };
+    match uow.idempotency().claim(user, scope, key, &request()).await {
+        Ok(claim) => Ok((uow, claim)),
+        Err(e) => {
+            uow.rollback().await;
+            Err(e)
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use crate::model::seat::{Reservation, ReservationStatus, SeatState};
 use crate::model::wallet::{PointChange, PointRule};
 use crate::ports::{Claim, KeyScope, Stored, UnitOfWork};
 use crate::services::points::change_balance;
-use crate::services::{Policy, Ports, WaitingRoomService, chrono_duration, finish};
+use crate::services::{Policy, Ports, WaitingRoomService, begin_claimed, chrono_duration, finish};
 
 #[derive(Clone)]
 pub struct PaymentService {
@@ -87,25 +87,25 @@ impl PaymentService {
     ) -> Result<Payment, PayError> {
         let now = self.ports.clock.now();
         let atomic = matches!(protection, Protection::Atomic);
-        let mut uow = self.ports.transactions.begin(protection.clone()).await?;
+        let (mut uow, claim) = begin_claimed(
+            &self.ports,
+            &protection,
+            cmd.user,
+            KeyScope::Payment,
+            cmd.idempotency.as_ref(),
+            || format!("reservation={}", cmd.reservation),
+        )
+        .await?;
         let outcome = async {
-            if let Some(key) = &cmd.idempotency {
-                let request = format!("reservation={}", cmd.reservation);
-                match uow
-                    .idempotency()
-                    .claim(cmd.user, KeyScope::Payment, key, &request)
-                    .await?
-                {
-                    Claim::New => {}
-                    Claim::Done(Stored::Payment(id)) => {
-                        return uow.payments().find(id).await?.ok_or_else(|| {
-                            Failure::unknown(anyhow::anyhow!("payment {id} of a key is missing"))
-                                .into()
-                        });
-                    }
-                    Claim::Done(Stored::Balance(_)) | Claim::Mismatch => {
-                        return Err(PayError::KeyReused);
-                    }
+            match claim {
+                Claim::New => {}
+                Claim::Done(Stored::Payment(id)) => {
+                    return uow.payments().find(id).await?.ok_or_else(|| {
+                        Failure::unknown(anyhow::anyhow!("payment {id} of a key is missing")).into()
+                    });
+                }
+                Claim::Done(Stored::Balance(_)) | Claim::Mismatch => {
+                    return Err(PayError::KeyReused);
                 }
             }
             let reservation = payable(&mut *uow, cmd, now).await?;

@@ -13,7 +13,7 @@ use crate::model::wallet::{
     HistoryEntry, NewHistoryEntry, PointBalance, PointChange, PointRule, Wallet,
 };
 use crate::ports::{Claim, KeyScope, Stored, UnitOfWork};
-use crate::services::{Ports, finish};
+use crate::services::{Ports, begin_claimed, finish};
 
 #[derive(Clone)]
 pub struct PointService {
@@ -68,25 +68,26 @@ impl PointService {
     ) -> Result<PointBalance, ChargeError> {
         let now = self.ports.clock.now();
         let atomic = matches!(protection, Protection::Atomic);
-        let mut uow = self.ports.transactions.begin(protection.clone()).await?;
+        let (mut uow, claim) = begin_claimed(
+            &self.ports,
+            &protection,
+            cmd.user,
+            KeyScope::Charge,
+            cmd.idempotency.as_ref(),
+            || format!("amount={}", cmd.amount),
+        )
+        .await?;
         let outcome = async {
-            if let Some(key) = &cmd.idempotency {
-                let request = format!("amount={}", cmd.amount);
-                match uow
-                    .idempotency()
-                    .claim(cmd.user, KeyScope::Charge, key, &request)
-                    .await?
-                {
-                    Claim::New => {}
-                    Claim::Done(Stored::Balance(balance)) => {
-                        return Ok(PointBalance {
-                            user: cmd.user,
-                            balance,
-                        });
-                    }
-                    Claim::Done(Stored::Payment(_)) | Claim::Mismatch => {
-                        return Err(ChargeError::KeyReused);
-                    }
+            match claim {
+                Claim::New => {}
+                Claim::Done(Stored::Balance(balance)) => {
+                    return Ok(PointBalance {
+                        user: cmd.user,
+                        balance,
+                    });
+                }
+                Claim::Done(Stored::Payment(_)) | Claim::Mismatch => {
+                    return Err(ChargeError::KeyReused);
                 }
             }
             let change = PointChange::Charge(cmd.amount);

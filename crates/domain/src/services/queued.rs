@@ -166,7 +166,7 @@ impl SeatRequestApplier {
 impl Appliers for SeatRequestApplier {
     fn open(&self, fence: Fence) -> Box<dyn PartitionApplier> {
         Box::new(Tenure {
-            memory: Memory::new(self.options.memory),
+            taken: TakenSeats::new(self.options.memory),
             applier: self.clone(),
             fence,
         })
@@ -177,7 +177,7 @@ impl Appliers for SeatRequestApplier {
 struct Tenure {
     applier: SeatRequestApplier,
     fence: Fence,
-    memory: Memory,
+    taken: TakenSeats,
 }
 
 type SeatKey = (ScheduleId, SeatNumber);
@@ -198,7 +198,7 @@ impl PartitionApplier for Tenure {
         let mut pending: Vec<usize> = (0..batch.len()).collect();
         let wave_size = self.applier.options.wave.max(1);
         while !pending.is_empty() && !self.fence.is_lost() {
-            self.memory.refresh(&self.applier).await;
+            self.taken.refresh(&self.applier).await;
             let now = self.applier.ports.clock.now();
             let mut wave = Vec::new();
             let mut blocked: HashSet<SeatKey> = HashSet::new();
@@ -208,7 +208,7 @@ impl PartitionApplier for Tenure {
                 if wave.len() >= wave_size || keys.iter().any(|k| blocked.contains(k)) {
                     blocked.extend(keys);
                     later.push(i);
-                } else if let Some(refusal) = self.memory.answer(&batch[i], now) {
+                } else if let Some(refusal) = self.taken.answer(&batch[i], now) {
                     out[i] = Some(Applied::Done(Err(refusal)));
                 } else {
                     blocked.extend(keys);
@@ -226,7 +226,7 @@ impl PartitionApplier for Tenure {
                     lost = true;
                     out[i] = Some(Applied::Abandoned);
                 } else {
-                    self.memory.learn(&batch[i], &outcome);
+                    self.taken.learn(&batch[i], &outcome);
                     out[i] = Some(Applied::Done(outcome));
                 }
             }
@@ -252,26 +252,26 @@ struct Known {
 
 /// What a tenure knows of one schedule.
 #[derive(Debug, Default)]
-struct ScheduleMemory {
+struct ScheduleSeats {
     /// Since when the schedule is known not to exist.
     missing: Option<Instant>,
     seats: HashMap<SeatNumber, Known>,
 }
 
-/// The tenure's memory of seats. It learns a seat from every hold it
+/// The tenure's cache of taken seats. It learns a seat from every hold it
 /// grants; when storage refuses a request for seats it did not know taken
 /// (taken before this tenure, or by another strategy), it reads that
 /// schedule's seat map once. Everything it knows is forgotten after the
 /// freshness period.
 #[derive(Debug)]
-struct Memory {
+struct TakenSeats {
     freshness: Duration,
-    schedules: HashMap<ScheduleId, ScheduleMemory>,
+    schedules: HashMap<ScheduleId, ScheduleSeats>,
     /// Schedules whose seat map to read before the next wave.
     to_read: HashSet<ScheduleId>,
 }
 
-impl Memory {
+impl TakenSeats {
     fn new(freshness: Duration) -> Self {
         Self {
             freshness,
@@ -299,11 +299,11 @@ impl Memory {
                 continue;
             };
             let memory = match seats {
-                None => ScheduleMemory {
+                None => ScheduleSeats {
                     missing: Some(at),
                     seats: HashMap::new(),
                 },
-                Some(seats) => ScheduleMemory {
+                Some(seats) => ScheduleSeats {
                     missing: None,
                     seats: seats
                         .into_iter()

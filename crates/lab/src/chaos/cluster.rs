@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use chrono::Utc;
+use concert_app::strategies::LockAt;
+use concert_app::{Strategies, StrategyName};
 use concert_domain::ScheduleId;
 use concert_mysql::DatabaseUrl;
 use concert_testkit::{OwnMariadb, OwnRedis, Sql, free_port};
@@ -25,8 +27,8 @@ pub const SECRET: &str = "chaos-suite-secret-of-at-least-32-bytes!";
 pub struct ClusterConfig {
     pub app_bin: PathBuf,
     pub instances: usize,
-    /// `APP_SEAT_STRATEGY` (`redis-redlock` starts three Redis masters).
-    pub seat_strategy: String,
+    /// `APP_SEAT_STRATEGY` (a RedLock strategy starts three Redis masters).
+    pub seat_strategy: StrategyName,
     /// Lock lease and wait (short, so a Redis pause outlives the lease).
     pub lease: Duration,
     pub lock_wait: Duration,
@@ -77,7 +79,7 @@ impl Cluster {
         );
         std::fs::create_dir_all(&config.log_dir)?;
         let maria = OwnMariadb::start().await?;
-        let masters = if config.seat_strategy == "redis-redlock" {
+        let masters = if config.seat_strategy.lock_at() == Some(LockAt::RedLock) {
             3
         } else {
             1
@@ -125,6 +127,7 @@ impl Cluster {
     /// The instances' environment.
     fn env(&self, port: u16) -> Vec<(String, String)> {
         let proxied_db = format!("mysql://root@127.0.0.1:{}/chaos", self.maria_proxy.port);
+        let defaults = Strategies::default();
         let mut env = vec![
             ("DATABASE_URL".to_owned(), proxied_db),
             ("APP_HOST".to_owned(), "127.0.0.1".to_owned()),
@@ -132,10 +135,13 @@ impl Cluster {
             ("APP_JWT_SECRET".to_owned(), SECRET.to_owned()),
             (
                 "APP_SEAT_STRATEGY".to_owned(),
-                self.config.seat_strategy.clone(),
+                self.config.seat_strategy.to_string(),
             ),
-            ("APP_CHARGE_STRATEGY".to_owned(), "optimistic".to_owned()),
-            ("APP_USE_STRATEGY".to_owned(), "pessimistic".to_owned()),
+            (
+                "APP_CHARGE_STRATEGY".to_owned(),
+                defaults.charge.to_string(),
+            ),
+            ("APP_USE_STRATEGY".to_owned(), defaults.spend.to_string()),
             (
                 "APP_LOCK_LEASE_MS".to_owned(),
                 self.config.lease.as_millis().to_string(),

@@ -30,6 +30,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use concert_app::StrategyName;
 use concert_domain::UserId;
 use serde::Serialize;
 use serde_json::json;
@@ -200,7 +201,8 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<Vec<Outcome>> {
         .filter(|f| config.wanted(*f))
         .collect();
     if !single.is_empty() {
-        let mut cluster = Cluster::start(cluster_config(config, "redis-pubsub")).await?;
+        let mut cluster =
+            Cluster::start(cluster_config(config, StrategyName::named("redis-pubsub"))).await?;
         let result = run_faults(config, &mut cluster, &single).await;
         cluster.stop().await;
         outcomes.extend(result?);
@@ -210,7 +212,8 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<Vec<Outcome>> {
         .filter(|f| config.wanted(*f))
         .collect();
     if !redlock.is_empty() {
-        let mut cluster = Cluster::start(cluster_config(config, "redis-redlock")).await?;
+        let mut cluster =
+            Cluster::start(cluster_config(config, StrategyName::named("redis-redlock"))).await?;
         let result = run_faults(config, &mut cluster, &redlock).await;
         cluster.stop().await;
         outcomes.extend(result?);
@@ -218,16 +221,16 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<Vec<Outcome>> {
     Ok(outcomes)
 }
 
-fn cluster_config(config: &ChaosConfig, strategy: &str) -> ClusterConfig {
+fn cluster_config(config: &ChaosConfig, strategy: StrategyName) -> ClusterConfig {
     ClusterConfig {
         app_bin: config.app_bin.clone(),
         instances: config.instances,
-        seat_strategy: strategy.to_owned(),
+        seat_strategy: strategy,
         lease: Duration::from_secs(2),
         lock_wait: Duration::from_secs(2),
         statement_timeout: Duration::from_secs(2),
         schedules: 16,
-        log_dir: config.out.join(strategy),
+        log_dir: config.out.join(strategy.as_str()),
         env: vec![
             // holds end soon, so the load keeps finding free seats
             ("APP_HOLD_SECONDS".to_owned(), "10".to_owned()),

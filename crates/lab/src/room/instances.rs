@@ -70,6 +70,8 @@ impl Instances {
             admission: Duration::from_secs(600),
             idle: Duration::from_secs(room.idle_secs),
         };
+        // the shipped strategies
+        let defaults = concert_app::Strategies::default();
         let vars: HashMap<&str, String> = HashMap::from([
             ("DATABASE_URL", db_url.as_str().to_owned()),
             ("REDIS_URL", redis_url.clone()),
@@ -77,9 +79,9 @@ impl Instances {
             ("APP_HOST", "127.0.0.1".to_owned()),
             ("APP_PORT", "0".to_owned()),
             ("APP_JWT_SECRET", secret.clone()),
-            ("APP_SEAT_STRATEGY", "redis-pubsub".to_owned()),
-            ("APP_CHARGE_STRATEGY", "optimistic".to_owned()),
-            ("APP_USE_STRATEGY", "pessimistic".to_owned()),
+            ("APP_SEAT_STRATEGY", defaults.seats.to_string()),
+            ("APP_CHARGE_STRATEGY", defaults.charge.to_string()),
+            ("APP_USE_STRATEGY", defaults.spend.to_string()),
             ("APP_DB_POOL_SIZE", "16".to_owned()),
             // nothing expires in these runs; and a stopped instance's
             // sweeper would outlive it

@@ -10,10 +10,7 @@ use chrono::{DateTime, Utc};
 use concert_domain::clock::Clock;
 use concert_domain::control::{Control, Protection};
 use concert_domain::error::Failure;
-use concert_domain::ports::{
-    IdempotencyRepository, Outbox, PaymentRepository, ReservationRepository, SeatRepository,
-    Transactions, UnitOfWork, WalletRepository,
-};
+use concert_domain::ports::{Transactions, UnitOfWork};
 use concert_domain::services::{Controls, Policy, Ports, Services};
 use concert_memory::MemoryStore;
 
@@ -100,23 +97,8 @@ impl LoggedUnit {
 
 #[async_trait]
 impl UnitOfWork for LoggedUnit {
-    fn seats(&mut self) -> &mut dyn SeatRepository {
-        self.inner.seats()
-    }
-    fn reservations(&mut self) -> &mut dyn ReservationRepository {
-        self.inner.reservations()
-    }
-    fn wallets(&mut self) -> &mut dyn WalletRepository {
-        self.inner.wallets()
-    }
-    fn payments(&mut self) -> &mut dyn PaymentRepository {
-        self.inner.payments()
-    }
-    fn idempotency(&mut self) -> &mut dyn IdempotencyRepository {
-        self.inner.idempotency()
-    }
-    fn outbox(&mut self) -> &mut dyn Outbox {
-        self.inner.outbox()
+    fn repositories(&mut self) -> &mut dyn concert_domain::Repositories {
+        self.inner.repositories()
     }
     async fn write(&mut self) -> Result<(), Failure> {
         self.note("write");
