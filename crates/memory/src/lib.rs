@@ -8,7 +8,9 @@
 //! copy of the whole store taken at `begin`, and its commit fails with
 //! [`Failure::Conflict`] if any other unit committed in between (first
 //! committer wins). Nothing waits, so pessimistic units behave like
-//! optimistic ones here; the storage adapter's tests cover real locking.
+//! optimistic ones here. The storage contract (`tests/tests/it/storage`)
+//! runs against this store and the MySQL one; real locking is tested on
+//! MySQL only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -135,6 +137,34 @@ impl MemoryStore {
             .values()
             .find(|(seat, _)| seat.schedule == schedule && seat.number == number)
             .map_or(0, |(_, t)| *t)
+    }
+
+    /// Records `token` as the seat's fencing token (test set-up).
+    pub fn set_seat_fence(&self, schedule: ScheduleId, number: SeatNumber, token: u64) {
+        let mut s = self.state();
+        if let Some((_, t)) = s
+            .seats
+            .values_mut()
+            .find(|(seat, _)| seat.schedule == schedule && seat.number == number)
+        {
+            *t = token;
+        }
+        s.generation += 1;
+    }
+
+    /// The fencing token last recorded on the wallet (0 without a wallet).
+    pub fn wallet_fence(&self, user: UserId) -> u64 {
+        self.state().wallets.get(&user).map_or(0, |(_, t)| *t)
+    }
+
+    /// Records `token` as the wallet's fencing token, if the wallet exists
+    /// (test set-up).
+    pub fn set_wallet_fence(&self, user: UserId, token: u64) {
+        let mut s = self.state();
+        if let Some((_, t)) = s.wallets.get_mut(&user) {
+            *t = token;
+        }
+        s.generation += 1;
     }
 
     /// Every reservation, by id.
@@ -265,6 +295,14 @@ impl MemoryUnit {
     }
 }
 
+/// Dropped without commit, the unit rolls back: also what
+/// [`UnitOfWork::write`] applied is put back.
+impl Drop for MemoryUnit {
+    fn drop(&mut self) {
+        self.undo();
+    }
+}
+
 #[async_trait]
 impl UnitOfWork for MemoryUnit {
     fn repositories(&mut self) -> &mut dyn concert_domain::Repositories {
@@ -304,7 +342,10 @@ impl UnitOfWork for MemoryUnit {
 
     /// [`UnitOfWork::write`], unless done already.
     async fn commit(mut self: Box<Self>) -> Result<(), Failure> {
-        self.write().await
+        self.write().await?;
+        // committed: nothing left for the drop to put back
+        self.written_over = None;
+        Ok(())
     }
 
     async fn rollback(mut self: Box<Self>) {
@@ -322,10 +363,24 @@ impl SeatRepository for MemoryUnit {
         let mut numbers = numbers.to_vec();
         numbers.sort();
         numbers.dedup();
-        Ok(numbers
+        let seats: Vec<Seat> = numbers
             .iter()
             .filter_map(|n| self.state.seat_by_number(schedule, *n).cloned())
-            .collect())
+            .collect();
+        // a stale holder decides nothing: a lost fence, or a newer token
+        // that wrote the seat, refuses the read
+        if let Some(fences) = self.protection.fences() {
+            for seat in &seats {
+                let key = LockKey::seat(seat.schedule, seat.number);
+                let recorded = self.state.seats.get(&seat.id).map_or(0, |(_, t)| *t);
+                if let Some(fence) = fences.get(&key)
+                    && (fence.is_lost() || fence.token() < recorded)
+                {
+                    return Err(Failure::LockLost);
+                }
+            }
+        }
+        Ok(seats)
     }
 
     async fn lock(&mut self, id: SeatId) -> Result<Option<Seat>, Failure> {
@@ -466,14 +521,18 @@ impl ReservationRepository for MemoryUnit {
     }
 
     async fn stale(&mut self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Reservation>, Failure> {
-        Ok(self
+        let mut stale: Vec<_> = self
             .state
             .reservations
             .values()
             .filter(|r| r.status == ReservationStatus::Held && r.expires_at <= now)
-            .take(limit as usize)
             .cloned()
-            .collect())
+            .collect();
+        // oldest hold end first (ties by id: the map's order, kept by a
+        // stable sort)
+        stale.sort_by_key(|r| r.expires_at);
+        stale.truncate(limit as usize);
+        Ok(stale)
     }
 
     async fn expire(

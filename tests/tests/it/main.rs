@@ -4,6 +4,9 @@
 // the use cases over the in-memory store (no server)
 mod services;
 
+// the storage ports' contract, on the in-memory store and on MariaDB
+mod storage;
+
 // foundation: MySQL adapter through the domain services
 mod payments;
 mod points;
