@@ -1,6 +1,9 @@
 //! The one integration test binary (one link, shared helpers). Every test
 //! runs on its own fresh MariaDB database and its own Redis key prefix.
 
+// the house rules: crate dependencies, import circles, file sizes
+mod architecture;
+
 // the use cases over the in-memory store (no server)
 mod services;
 
