@@ -16,7 +16,7 @@ mod reservations;
 mod validation;
 mod waiting_room;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::{StatusCode, header};
@@ -24,10 +24,9 @@ use actix_web::web;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use concert_domain::{
-    CatalogueRepository, Clock, Concert, ConcertId, Control, Controls, Failure, HistoryEntry,
-    NewSchedule, Payment, PaymentId, Policy, Ports, Protection, Queries, Reservation,
-    ReservationId, Schedule, ScheduleId, ScheduleSummary, Seat, Services, Title, Transactions,
-    UnitOfWork, UserId, Wallet,
+    CatalogueRepository, Concert, ConcertId, Control, Controls, Failure, HistoryEntry, NewSchedule,
+    Payment, PaymentId, Policy, Ports, Protection, Queries, Reservation, ReservationId, Schedule,
+    ScheduleId, ScheduleSummary, Seat, Services, Title, Transactions, UnitOfWork, UserId, Wallet,
 };
 use concert_memory::MemoryStore;
 use serde_json::Value;
@@ -36,33 +35,7 @@ use concert_http::{AppState, Auth, AuthOptions, HttpOptions, PROBLEM_JSON, Readi
 
 pub const SECRET: &[u8] = b"unit-test-secret";
 
-/// 2030-03-17T17:46:40Z, where every test clock starts.
-pub fn t0() -> DateTime<Utc> {
-    DateTime::from_timestamp(1_900_000_000, 0).expect("valid timestamp")
-}
-
-/// A clock that only moves when told.
-#[derive(Debug, Clone)]
-pub struct TestClock(Arc<Mutex<DateTime<Utc>>>);
-
-impl TestClock {
-    pub fn new() -> Self {
-        Self(Arc::new(Mutex::new(t0())))
-    }
-
-    pub fn advance(&self, by: chrono::Duration) {
-        *self.0.lock().unwrap() += by;
-    }
-}
-
-#[async_trait]
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-
-    async fn sleep(&self, _: Duration) {}
-}
+pub use crate::services::{TestClock, t0};
 
 /// With `TEST_LOG` set, the tests log to stderr (`RUST_LOG` filters).
 fn init_logs() {

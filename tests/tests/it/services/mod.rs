@@ -12,6 +12,8 @@ use concert_domain::control::{Control, Protection};
 use concert_domain::error::Failure;
 use concert_domain::ports::{Transactions, UnitOfWork};
 use concert_domain::services::{Controls, Policy, Ports, Services};
+use concert_domain::{LockOptions, MockDistributedLock, RetryPolicy};
+use concert_locking::Ordered;
 use concert_memory::MemoryStore;
 
 pub fn t0() -> DateTime<Utc> {
@@ -136,3 +138,19 @@ mod points;
 mod queued;
 mod reservation;
 mod waiting_room;
+
+/// One control of every kind (the lock a mock that grants every key).
+pub fn every_control() -> Vec<Control> {
+    let lock = Arc::new(MockDistributedLock::granting(1, Arc::default()));
+    vec![
+        Control::optimistic("optimistic"),
+        Control::pessimistic("pessimistic"),
+        Control::atomic("atomic"),
+        Control::retrying("optimistic-retry", RetryPolicy::default()),
+        Control::locked(
+            "local",
+            Arc::new(Ordered::plain(lock)),
+            LockOptions::default(),
+        ),
+    ]
+}

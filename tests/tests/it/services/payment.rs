@@ -1,42 +1,22 @@
 //! The payment use cases over the in-memory store (moved from the domain
 //! crate, which cannot depend on an adapter).
 
-use std::sync::Arc;
-
 use concert_domain::ids::IdempotencyKey;
 
 use chrono::Duration;
 
-use super::{TestClock, services, t0};
-use concert_domain::control::RetryPolicy;
+use super::{TestClock, every_control, services, t0};
 use concert_domain::error::RefundError;
 use concert_domain::events::EventType;
 use concert_domain::ids::{ScheduleId, SeatNumber};
-use concert_domain::lock::{LockOptions, MockDistributedLock};
 use concert_domain::model::seat::SeatState;
 use concert_domain::model::wallet::PointKind;
 use concert_domain::services::{ReserveSeat, Services};
 use concert_domain::*;
-use concert_locking::Ordered;
 use concert_memory::MemoryStore;
 
 fn user(n: u64) -> UserId {
     UserId::from(n)
-}
-
-fn controls() -> Vec<Control> {
-    let lock = Arc::new(MockDistributedLock::granting(1, Arc::default()));
-    vec![
-        Control::optimistic("optimistic"),
-        Control::pessimistic("pessimistic"),
-        Control::atomic("atomic"),
-        Control::retrying("optimistic-retry", RetryPolicy::default()),
-        Control::locked(
-            "local",
-            Arc::new(Ordered::plain(lock)),
-            LockOptions::default(),
-        ),
-    ]
 }
 
 struct Fixture {
@@ -88,7 +68,7 @@ impl Fixture {
 
 #[tokio::test]
 async fn paying_sells_confirms_records_and_debits_at_once() {
-    for control in controls() {
+    for control in every_control() {
         let name = control.name().to_owned();
         let f = fixture(control);
         f.store.set_balance(user(1), 1_000);
@@ -130,7 +110,7 @@ async fn paying_sells_confirms_records_and_debits_at_once() {
 
 #[tokio::test]
 async fn refused_payments_change_nothing() {
-    for control in controls() {
+    for control in every_control() {
         let name = control.name().to_owned();
         let f = fixture(control);
         f.store.set_balance(user(1), 400);
@@ -180,7 +160,7 @@ async fn a_payment_key_answers_the_first_payment_and_refuses_another_reservation
 
 #[tokio::test]
 async fn a_refund_gives_everything_back_once() {
-    for control in controls() {
+    for control in every_control() {
         let name = control.name().to_owned();
         let f = fixture(control);
         f.store.set_balance(user(1), 1_000);

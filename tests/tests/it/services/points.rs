@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Log, logged_services, services};
-use concert_domain::control::RetryPolicy;
+use super::{Log, every_control, logged_services, services};
 use concert_domain::events::EventType;
 use concert_domain::ids::IdempotencyKey;
 use concert_domain::lock::{LockOptions, MockDistributedLock};
@@ -25,21 +24,6 @@ fn pts(v: i64) -> Points {
     Points::new(v).unwrap()
 }
 
-fn controls() -> Vec<Control> {
-    let lock = Arc::new(MockDistributedLock::granting(1, Arc::default()));
-    vec![
-        Control::optimistic("optimistic"),
-        Control::pessimistic("pessimistic"),
-        Control::atomic("atomic"),
-        Control::retrying("optimistic-retry", RetryPolicy::default()),
-        Control::locked(
-            "local",
-            Arc::new(Ordered::plain(lock)),
-            LockOptions::default(),
-        ),
-    ]
-}
-
 fn charge(amount: i64, key: Option<&str>) -> ChargePoints {
     ChargePoints {
         user: user(),
@@ -50,7 +34,7 @@ fn charge(amount: i64, key: Option<&str>) -> ChargePoints {
 
 #[tokio::test]
 async fn charges_and_uses_move_the_balance_with_history_and_events() {
-    for control in controls() {
+    for control in every_control() {
         let name = control.name().to_owned();
         let (svc, store, _) = services(control, Policy::default());
         assert_eq!(svc.points.balance(user()).await.unwrap().balance, 0);
@@ -96,7 +80,7 @@ async fn charges_and_uses_move_the_balance_with_history_and_events() {
 
 #[tokio::test]
 async fn refusals_change_nothing() {
-    for control in controls() {
+    for control in every_control() {
         let name = control.name().to_owned();
         let (svc, store, _) = services(control, Policy::default());
         let out = svc
@@ -130,7 +114,7 @@ async fn refusals_change_nothing() {
 
 #[tokio::test]
 async fn a_charge_key_answers_repeats_and_refuses_another_amount() {
-    for control in controls() {
+    for control in every_control() {
         let name = control.name().to_owned();
         let (svc, store, _) = services(control, Policy::default());
         let first = svc.points.charge(charge(500, Some("k1"))).await.unwrap();

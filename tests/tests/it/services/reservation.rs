@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::Duration;
 
-use super::{TestClock, services, t0};
+use super::{TestClock, every_control, services, t0};
 use concert_domain::clock::Clock;
 use concert_domain::control::RetryPolicy;
 use concert_domain::events::EventType;
@@ -26,21 +26,6 @@ fn user(n: u64) -> UserId {
     UserId::from(n)
 }
 
-fn controls() -> Vec<Control> {
-    let lock = Arc::new(MockDistributedLock::granting(1, Arc::default()));
-    vec![
-        Control::optimistic("optimistic"),
-        Control::pessimistic("pessimistic"),
-        Control::atomic("atomic"),
-        Control::retrying("optimistic-retry", RetryPolicy::default()),
-        Control::locked(
-            "local",
-            Arc::new(Ordered::plain(lock)),
-            LockOptions::default(),
-        ),
-    ]
-}
-
 fn setup(control: Control) -> (Services, MemoryStore, TestClock, ScheduleId) {
     let (svc, store, clock) = services(control, Policy::default());
     let (_, schedule) = store.add_schedule(t0() + Duration::days(30), 500);
@@ -53,7 +38,7 @@ fn types(store: &MemoryStore) -> Vec<EventType> {
 
 #[tokio::test]
 async fn a_hold_writes_seat_reservation_and_event_under_every_control() {
-    for control in controls() {
+    for control in every_control() {
         let name = control.name().to_owned();
         let (svc, store, _, schedule) = setup(control);
         let r = svc
@@ -86,7 +71,7 @@ async fn a_hold_writes_seat_reservation_and_event_under_every_control() {
 
 #[tokio::test]
 async fn a_taken_seat_is_refused_and_names_the_callers_own_hold() {
-    for control in controls() {
+    for control in every_control() {
         let name = control.name().to_owned();
         let (svc, store, _, schedule) = setup(control);
         let cmd = |u| ReserveSeat {
@@ -114,7 +99,7 @@ async fn a_taken_seat_is_refused_and_names_the_callers_own_hold() {
 
 #[tokio::test]
 async fn an_ended_hold_is_taken_over_and_expired() {
-    for control in controls() {
+    for control in every_control() {
         let name = control.name().to_owned();
         let (svc, store, clock, schedule) = setup(control);
         let cmd = |u| ReserveSeat {
@@ -143,7 +128,7 @@ async fn an_ended_hold_is_taken_over_and_expired() {
 
 #[tokio::test]
 async fn unknown_schedules_and_seats_are_not_found() {
-    for control in controls() {
+    for control in every_control() {
         let (svc, store, _, _) = setup(control);
         let out = svc
             .reservations
@@ -160,7 +145,7 @@ async fn unknown_schedules_and_seats_are_not_found() {
 
 #[tokio::test]
 async fn a_batch_holds_all_seats_or_none() {
-    for control in controls() {
+    for control in every_control() {
         let name = control.name().to_owned();
         let (svc, store, _, schedule) = setup(control);
         let batch = |u, seats: &[i64]| {
