@@ -24,6 +24,9 @@ struct Adapter<L> {
     /// Hands one acquisition along a streak of local holders (they share
     /// its fencing token).
     hands_along: bool,
+    /// RedLock: an acquisition refused as unavailable (a master slower
+    /// than its per-call bound) is retried by `mutual_exclusion`.
+    retries_unavailable: bool,
     stats: Arc<dyn Fn() -> LockStats + Send + Sync>,
 }
 
@@ -79,7 +82,17 @@ async fn mutual_exclusion<L: DistributedLock + 'static>(a: Adapter<L>) {
             let (lock, key) = (a.lock.clone(), key.clone());
             let (value, inside, overlaps) = (value.clone(), inside.clone(), overlaps.clone());
             tokio::spawn(async move {
-                let guard = lock.acquire(&key, opts(10_000, 30_000, true)).await?;
+                let guard = loop {
+                    match lock.acquire(&key, opts(10_000, 30_000, true)).await {
+                        // RedLock bounds each master's answer to 200 ms:
+                        // on this 2-core machine, under the whole suite's
+                        // load, a master can miss that, and the attempt is
+                        // refused as unavailable, taking nothing (a client
+                        // retries); exclusion is what this contract checks
+                        Err(Failure::Unavailable(_)) if a.retries_unavailable => continue,
+                        other => break other?,
+                    }
+                };
                 if inside.fetch_add(1, Ordering::SeqCst) != 0 {
                     overlaps.fetch_add(1, Ordering::SeqCst);
                 }
@@ -413,6 +426,7 @@ fn local() -> Adapter<LocalLock> {
         lock: Arc::new(lock),
         waits: true,
         hands_along: false,
+        retries_unavailable: false,
         stats: Arc::new(move || seen.stats()),
     }
 }
@@ -423,6 +437,7 @@ fn redis_adapter<L>(redis: &TestRedis, lock: L, waits: bool) -> Adapter<L> {
         lock: Arc::new(lock),
         waits,
         hands_along: false,
+        retries_unavailable: false,
         stats: Arc::new(move || locks.stats()),
     }
 }
@@ -472,6 +487,7 @@ async fn redlock() -> (Adapter<RedLock>, TestRedLock) {
         lock: Arc::new(redlock.lock.clone()),
         waits: true,
         hands_along: false,
+        retries_unavailable: true,
         stats: Arc::new(move || seen.stats()),
     };
     (adapter, redlock)
