@@ -8,16 +8,18 @@
 //!
 //! - [`model`]: seats, reservations, wallets, payments, the catalogue, and
 //!   the rules that decide every change (`Seat::hold`, `Wallet::apply`,
-//!   `Reservation::check_payable`, `Payment::refund`, ...).
+//!   `Reservation::check_payable`, `Payment::refund`, ...); the commands
+//!   of the write use cases (`model::commands`).
 //! - [`events`]: what a change publishes, recorded in the same unit of work;
 //!   [`relay`]: publishing the outbox (its ports and one step);
 //!   [`consumers`]: what a consumer of the event streams does with an event.
 //! - [`ports`]: storage as units of work handing out repositories, plain
-//!   reads, the catalogue; [`lock`]: exclusive locks with fencing tokens;
-//!   [`clock`]: time.
-//! - [`control`]: the protections of the brief (optimistic, pessimistic,
-//!   atomic, fenced under a lock) and the per-operation [`Control`] the app
-//!   chooses from configuration.
+//!   reads, the catalogue; [`lock`]: exclusive locks with fencing tokens
+//!   (the ports only: the ordering and hand-over machinery lives in
+//!   `concert-locking`); [`clock`]: time.
+//! - [`protection`]: the protections of the brief (optimistic,
+//!   pessimistic, atomic, fenced under a lock); [`control`]: the
+//!   per-operation [`Control`] the app chooses from configuration.
 //! - [`queue`]: the queue strategy's values and ports (seat requests sent
 //!   to the one applier of their partition).
 //! - [`services`]: the use cases. Each shows its steps: begin a unit of work
