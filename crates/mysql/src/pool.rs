@@ -304,19 +304,40 @@ impl Guard {
     /// Awaits one statement of `work` (what `context` names) and translates
     /// its outcome. A connection that fails at the network level, or gives
     /// no answer in time, is marked broken (never reused).
+    ///
+    /// So is one whose statement never finished because the caller's future
+    /// was dropped while it ran (a cancelled request, an aborted task): the
+    /// connection is marked broken until the answer is in, so a session
+    /// dropped mid-statement is closed, never handed to the next user with
+    /// the rest of an answer still to read.
     pub(crate) async fn run<T>(
         &mut self,
         context: &'static str,
         work: impl Future<Output = QueryResult<T>>,
     ) -> Result<T, Failure> {
+        let was_broken = std::mem::replace(&mut self.broken, true);
+        let outcome = self.answer(context, work).await;
+        // answered: broken only if it was, or the error says so
+        let breaks = outcome.as_ref().err().is_some_and(|(_, breaks)| *breaks);
+        self.broken = was_broken || breaks;
+        outcome.map_err(|(failure, _)| failure)
+    }
+
+    async fn answer<T>(
+        &self,
+        context: &'static str,
+        work: impl Future<Output = QueryResult<T>>,
+    ) -> Result<T, (Failure, bool)> {
         let outcome = match self.answer_within {
             Some(limit) => match tokio::time::timeout(limit, work).await {
                 Ok(outcome) => outcome,
                 Err(_) => {
-                    self.broken = true;
-                    return Err(Failure::Unavailable(
-                        anyhow::anyhow!("the database did not answer within {limit:?}")
-                            .context(context),
+                    return Err((
+                        Failure::Unavailable(
+                            anyhow::anyhow!("the database did not answer within {limit:?}")
+                                .context(context),
+                        ),
+                        true,
                     ));
                 }
             },
@@ -324,10 +345,8 @@ impl Guard {
         };
         outcome.map_err(|e| {
             let class = classify(&e);
-            if class.breaks_connection() {
-                self.broken = true;
-            }
-            error::failure(e, class, context)
+            let breaks = class.breaks_connection();
+            (error::failure(e, class, context), breaks)
         })
     }
 }

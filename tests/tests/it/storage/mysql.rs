@@ -784,3 +784,32 @@ async fn the_hold_limit_holds_under_concurrent_requests_of_one_user() {
     assert_eq!(ok, 2);
     assert_eq!(env.sql.reservations_of_user(user(1)).await.unwrap(), 2);
 }
+
+/// A read whose caller gave up while the statement ran (a cancelled
+/// request, an aborted task) leaves its connection mid-answer: it must be
+/// closed, never handed to the next read, which would read the rest of
+/// the old answer as its own (`can't parse: buf doesn't have enough data`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_given_up_mid_statement_does_not_pass_its_connection_on() {
+    let env = env_with(PoolOptions {
+        max_size: 1,
+        ..options()
+    })
+    .await;
+    let s = schedule(&env, 500).await;
+    let concerts = env.store.concerts().await.unwrap();
+    // one witness connection holds the seats table, so the read waits
+    let witness = Sql::connect_with(env.url.as_str(), 1).await.unwrap();
+    witness.execute("LOCK TABLES seats WRITE").await.unwrap();
+    let given_up = tokio::time::timeout(Duration::from_millis(300), env.store.seats(s)).await;
+    assert!(given_up.is_err(), "the read waited for the table lock");
+    // the server now answers the abandoned read, to nobody
+    witness.execute("UNLOCK TABLES").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        assert_eq!(env.store.concerts().await.unwrap(), concerts);
+        let seats = env.store.seats(s).await.unwrap().expect("the schedule");
+        assert_eq!(seats.len(), 50);
+    }
+    witness.close();
+}
